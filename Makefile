@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` (sweep + report) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU wheel of torch; on a GPU machine pip picks the matching CUDA build of the same version.
+TORCH  ?= torch==2.13.0
+SWEEP  ?= distance_sweep
+ARGS   ?=
+
+.PHONY: install demo test test-all test-slow lint format tensorboard bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/python -m longrange.experiments.train -m experiment=$(SWEEP) $(ARGS)
+	$(BIN)/python -m longrange.experiments.report outputs/sweeps/$(SWEEP)
+
+test: install
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+test-all: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+tensorboard: install
+	@latest=$$(ls -td outputs/sweeps/*/ 2>/dev/null | head -n 1); \
+	test -n "$$latest" || { echo "no sweep yet: run make demo first"; exit 1; }; \
+	echo "TensorBoard on $$latest at http://127.0.0.1:6006"; \
+	$(BIN)/tensorboard --logdir "$$latest" --host 127.0.0.1 --port 6006
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,168 @@
+"""What every task shares: the vocabulary, the batch format, seeded streams and disjoint splits.
+
+A task is a plain, torch-only generator. It implements one method, ``sample(batch_size, distance,
+generator)``, that returns a :class:`TaskBatch` whose every sample has exactly the requested distance.
+The base class turns that into reproducible train / validation / test streams:
+
+* every batch comes from its own ``torch.Generator`` seeded from ``(seed, split, index)``, so a stream can
+  be restarted at any step (resume) and two runs with one seed see the same data;
+* the splits are disjoint *by construction*: each sample's tokens are hashed, the hash picks one of
+  ``NUM_BUCKETS`` buckets, validation keeps bucket 0, test bucket 1 and training the rest. A test sample
+  can therefore never occur in a training stream, whatever the seed or the size of the sample space.
+
+Batch format (shared by every task and every model):
+    tokens    (B, L) int64   input ids
+    targets   (B, L) int64   the id to predict at answer positions, ``IGNORE`` elsewhere
+    distances (B, L) int64   the distance of each answer position's dependency, ``IGNORE`` elsewhere
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+IGNORE = -100  # torch's cross-entropy ignore_index: positions that are not answers
+NUM_BUCKETS = 16
+SPLIT_BUCKETS = {"val": (0,), "test": (1,), "train": tuple(range(2, NUM_BUCKETS))}
+
+
+class TaskBatch(NamedTuple):
+    tokens: Tensor  # (B, L)
+    targets: Tensor  # (B, L), IGNORE except at answer positions
+    distances: Tensor  # (B, L), IGNORE except at answer positions
+
+
+class Vocabulary:
+    """An ordered list of words; ids are list positions. ``<pad>`` is always id 0."""
+
+    def __init__(self, *word_groups: Iterable[str]) -> None:
+        self.words: list[str] = []
+        for group in word_groups:
+            for word in group:
+                if word in self.words:
+                    raise ValueError(f"vocabulary word {word!r} appears twice")
+                self.words.append(word)
+        self.index = {word: i for i, word in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def ids(self, words: Iterable[str]) -> Tensor:
+        return torch.tensor([self.index[w] for w in words], dtype=torch.long)
+
+    def encode(self, text: str) -> Tensor:
+        """Words separated by spaces -> ids; an unknown word raises and lists the allowed words."""
+        unknown = [w for w in text.split() if w not in self.index]
+        if unknown:
+            raise ValueError(f"unknown words {unknown}; allowed words: {' '.join(self.words[1:])}")
+        return self.ids(text.split())
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        return " ".join(self.words[i] for i in torch.as_tensor(ids).tolist() if i != 0)
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """Raise a ValueError that names the parameter and its allowed range unless low <= value <= high."""
+    allowed = f"an integer in [{low}, {'inf' if high is None else high}]"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} is not an integer; allowed: {allowed}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name}={value} is out of range; allowed: {allowed}")
+    return value
+
+
+def as_distances(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``64`` or ``[4, 8, 16]`` -> a sorted tuple of distinct non-negative integers."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, int) and not isinstance(value, bool) else list(value)
+    if not values:
+        raise ValueError(f"{name} is empty; allowed: an integer >= 0 or a list of them")
+    return tuple(sorted({check_int(name, v, 0) for v in values}))
+
+
+def stream_seed(seed: int, split: str, index: int) -> int:
+    """A 63-bit seed for batch ``index`` of ``split``: independent streams, restartable at any index."""
+    digest = hashlib.blake2b(f"{seed}/{split}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+_HASH_WEIGHTS = torch.randint(
+    -(2**62), 2**62, (1 << 16,), generator=torch.Generator().manual_seed(12345), dtype=torch.long
+)
+
+
+def sample_bucket(tokens: Tensor) -> Tensor:
+    """(B, L) -> (B,) bucket in [0, NUM_BUCKETS): a hash of the whole token sequence (int64 wrap-around)."""
+    length = tokens.shape[1]
+    weights = _HASH_WEIGHTS[:length] if length <= len(_HASH_WEIGHTS) else _long_weights(length)
+    h = (tokens * weights).sum(dim=1) + length  # linear hash, wraps modulo 2**64
+    h = h ^ (h >> 31)  # mix the high bits down before taking a bucket
+    h = h * 0x5851F42D4C957F2D
+    h = h ^ (h >> 29)
+    return (h >> 40) & (NUM_BUCKETS - 1)
+
+
+def _long_weights(length: int) -> Tensor:
+    g = torch.Generator().manual_seed(length)
+    return torch.randint(-(2**62), 2**62, (length,), generator=g, dtype=torch.long)
+
+
+class SyntheticTask:
+    """Base class of every task. Subclasses set ``vocab`` and implement ``sample`` and ``seq_len``.
+
+    Args:
+        distance: the training distance(s): one integer or a list; each training batch draws one of them.
+        eval_distance: distances evaluated in validation and test (default: the training distances);
+            set it wider than ``distance`` to measure length extrapolation.
+    """
+
+    vocab: Vocabulary
+
+    def __init__(self, distance: int | list[int] = 32, eval_distance: int | list[int] | None = None) -> None:
+        self.train_distances = as_distances("data.distance", distance)
+        self.eval_distances = as_distances("data.eval_distance", eval_distance) or self.train_distances
+
+    # --- what a task implements -------------------------------------------------------------------
+    def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
+        raise NotImplementedError
+
+    def seq_len(self, distance: int) -> int:
+        """Length of a sample at this distance."""
+        raise NotImplementedError
+
+    @property
+    def chance_level(self) -> float:
+        """Accuracy of a uniform guess among the possible answers."""
+        raise NotImplementedError
+
+    # --- shared machinery -------------------------------------------------------------------------
+    @property
+    def max_seq_len(self) -> int:
+        return max(self.seq_len(d) for d in self.train_distances + self.eval_distances)
+
+    def generate(self, split: str, batch_size: int, distance: int, seed: int, index: int = 0) -> TaskBatch:
+        """Batch ``index`` of a split's stream: only samples whose hash bucket belongs to ``split``."""
+        generator = torch.Generator().manual_seed(stream_seed(seed, f"{split}/d={distance}", index))
+        keep_buckets = torch.tensor(SPLIT_BUCKETS[split])
+        kept: list[TaskBatch] = []
+        have = 0
+        fraction = len(SPLIT_BUCKETS[split]) / NUM_BUCKETS
+        while have < batch_size:
+            draw = int((batch_size - have) / fraction * 1.2) + 8
+            batch = self.sample(draw, distance, generator)
+            mask = torch.isin(sample_bucket(batch.tokens), keep_buckets)
+            kept.append(TaskBatch(*(t[mask] for t in batch)))
+            have += int(mask.sum())
+        out = TaskBatch(*(torch.cat(parts)[:batch_size] for parts in zip(*kept, strict=True)))
+        return out
+
+    def train_batch(self, batch_size: int, seed: int, step: int) -> TaskBatch:
+        """The training batch of optimiser step ``step``; its distance is drawn from the training set."""
+        distances = self.train_distances
+        pick = stream_seed(seed, "train/distance", step) % len(distances)
+        return self.generate("train", batch_size, distances[pick], seed, step)

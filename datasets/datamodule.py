@@ -1,0 +1,66 @@
+"""The one LightningDataModule: turns any task into a training stream and fixed evaluation sets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+from longrange.datasets.base import SyntheticTask, TaskBatch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+
+class TrainStream(IterableDataset):
+    """Endless fresh batches; batch ``step`` is a pure function of (seed, step), so resuming at
+    ``start_step`` continues the exact stream an uninterrupted run would have seen."""
+
+    def __init__(self, task: SyntheticTask, batch_size: int, seed: int, start_step: int = 0) -> None:
+        self.task, self.batch_size, self.seed, self.start_step = task, batch_size, seed, start_step
+
+    def __iter__(self) -> Iterator[TaskBatch]:
+        step = self.start_step
+        while True:
+            yield self.task.train_batch(self.batch_size, self.seed, step)
+            step += 1
+
+
+class FixedBatches(Dataset):
+    def __init__(self, batches: list[TaskBatch]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> TaskBatch:
+        return self.batches[index]
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Training stream plus validation and test sets of ``eval_samples`` samples per evaluated distance.
+
+    Each evaluation batch holds one distance, so no sample is padded and per-distance accuracy is exact.
+    """
+
+    def __init__(self, task: SyntheticTask, batch_size: int, eval_samples: int, seed: int) -> None:
+        super().__init__()
+        self.task, self.batch_size, self.eval_samples, self.seed = task, batch_size, eval_samples, seed
+        self._eval: dict[str, FixedBatches] = {}
+
+    def eval_set(self, split: str) -> FixedBatches:
+        if split not in self._eval:
+            batches = []
+            for distance in self.task.eval_distances:
+                for index, start in enumerate(range(0, self.eval_samples, self.batch_size)):
+                    size = min(self.batch_size, self.eval_samples - start)
+                    batches.append(self.task.generate(split, size, distance, self.seed, index))
+            self._eval[split] = FixedBatches(batches)
+        return self._eval[split]
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer is not None else 0
+        return DataLoader(TrainStream(self.task, self.batch_size, self.seed, start), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.eval_set("val"), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.eval_set("test"), batch_size=None)

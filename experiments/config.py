@@ -1,0 +1,200 @@
+"""From config to objects, strictly: the one place that instantiates ``_target_`` nodes, and the checks
+that reject a bad config before anything trains.
+
+Hydra accepts ``++misspelled=5`` silently and has no range checks, so every run (and every point of a
+sweep grid, before the first job starts) goes through :func:`validate`:
+
+* the root may hold only the keys of :data:`ROOT_KEYS`;
+* ``train`` must match :class:`TrainConfig`; every ``_target_`` node (data, model, trainer, logger) may
+  hold only its target's constructor arguments, with values of the annotated types;
+* the task and the model are constructed (cheap: no data, ~100k parameters), so their own range checks
+  run, and the longest sequence must fit the model's ``max_len``.
+
+Each failure is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hydra.experimental.callback import Callback
+from hydra.utils import get_method
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+ROOT_KEYS = ("name", "seed", "threads", "data", "model", "train", "trainer", "logger")
+TARGET_NODES = ("data", "model", "trainer", "logger")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message names the key and the allowed values."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and budget (the number of steps is ``trainer.max_steps``).
+
+    AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``; the same schedule for every model.
+    ``budget``: "fixed_steps" trains exactly ``trainer.max_steps``; "to_threshold" stops early once
+    validation accuracy reaches ``threshold``. Either way the step that first reached it is recorded.
+    """
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    threshold: float = 0.9
+    budget: Literal["fixed_steps", "to_threshold"] = "fixed_steps"
+    eval_samples: int = 256
+
+    def __post_init__(self) -> None:
+        for key, low in (("batch_size", 1), ("warmup_steps", 0), ("eval_samples", 1)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"train.{key}={getattr(self, key)} is out of range; allowed: >= {low}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr={self.lr} is out of range; allowed: > 0")
+        for key in ("threshold", "min_lr_ratio", "weight_decay"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)} is out of range; allowed: [0, 1]")
+
+
+def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
+    """Build the object a ``_target_`` node describes (every instantiation in the project comes here)."""
+    return hydra_instantiate(node, **kwargs)
+
+
+def plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers (for hparams, hashing and result.json)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    if isinstance(value, str) and "${" in value:
+        return True  # an interpolation, checked once resolved
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        return isinstance(value, list | tuple) and all(_type_ok(v, args[0]) for v in value if args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True  # classes and other annotations: left to the constructor
+
+
+def check_arguments(path: str, values: dict, target: Any) -> None:
+    """Unknown keys and wrong types against ``target``'s constructor signature."""
+    init = target.__init__ if inspect.isclass(target) else target
+    params = {n: p for n, p in inspect.signature(init).parameters.items() if n != "self"}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(values) - set(params) - {"_target_"})
+        if unknown:
+            raise ConfigError(
+                f"{path}.{unknown[0]}: unknown key for {getattr(target, '__qualname__', target)}; "
+                f"allowed keys: {', '.join(sorted(params))}"
+            )
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # unresolvable forward references: leave types to the constructor
+        hints = {}
+    for key, value in values.items():
+        if key in hints and not _type_ok(value, hints[key]):
+            raise ConfigError(f"{path}.{key}={value!r} has the wrong type; allowed: {hints[key]}")
+
+
+def validate(cfg: DictConfig) -> tuple[Any, Any]:
+    """Check a composed config (without its ``hydra`` node); returns the constructed (task, backbone)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    missing = _missing_keys(raw)
+    if missing:
+        raise ConfigError(f"{missing[0]}: no value given (???); set it on the command line or in a preset")
+    unknown = sorted(set(raw) - set(ROOT_KEYS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown top-level key; allowed keys: {', '.join(ROOT_KEYS)}")
+    for key in ("seed", "threads"):
+        if not _type_ok(raw[key], int) or raw[key] < (1 if key == "threads" else 0):
+            raise ConfigError(f"{key}={raw[key]!r}; allowed: an integer >= {1 if key == 'threads' else 0}")
+    check_arguments("train", raw["train"], TrainConfig)
+    TrainConfig(**plain(cfg.train))
+    for node in TARGET_NODES:
+        if not isinstance(raw[node], dict) or "_target_" not in raw[node]:
+            raise ConfigError(f"{node}: needs a _target_; choose one of the files in conf/{node}/")
+        try:
+            target = get_method(raw[node]["_target_"])
+        except Exception as error:
+            raise ConfigError(
+                f"{node}._target_={raw[node]['_target_']!r} cannot be imported: {error}"
+            ) from None
+        check_arguments(node, raw[node], target)
+    steps = raw["trainer"].get("max_steps")
+    if not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"trainer.max_steps={steps!r} is out of range; allowed: an integer >= 1")
+    try:
+        task, backbone = instantiate(cfg.data), instantiate(cfg.model)
+    except Exception as error:  # hydra wraps the constructor's own error: report that one
+        raise ConfigError(str(error.__cause__ or error)) from None
+    if backbone.max_len is not None and task.max_seq_len > backbone.max_len:
+        longest = max(task.train_distances + task.eval_distances)
+        raise ConfigError(
+            f"data.distance={longest} makes sequences of {task.max_seq_len} tokens, longer than "
+            f"model.max_len={backbone.max_len}; allowed: distances with sequences <= model.max_len"
+        )
+    return task, backbone
+
+
+def _missing_keys(node: Any, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [m for k, v in node.items() for m in _missing_keys(v, f"{path}{k}.")]
+    if isinstance(node, list):
+        return [m for i, v in enumerate(node) for m in _missing_keys(v, f"{path}{i}.")]
+    return [path.rstrip(".")] if node == "???" else []
+
+
+class ValidateConfig(Callback):
+    """Hydra callback: validate a single run, or every point of a sweep grid, before any job starts
+    (and before Hydra creates any output folder). Hydra turns a callback's exceptions into warnings, so
+    a bad config ends the process here with exit code 2 and the one-line message."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(_without_hydra(config))
+        except ConfigError as error:
+            raise SystemExit(f"config error: {error}") from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.types import RunMode
+
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+        hydra = GlobalHydra.instance().hydra
+        for batch in BasicSweeper.split_arguments(overrides, None):
+            for job in batch:
+                point = hydra.compose_config(config.hydra.job.config_name, list(job), run_mode=RunMode.RUN)
+                try:
+                    validate(_without_hydra(point))
+                except ConfigError as error:
+                    raise SystemExit(f"config error in sweep point {','.join(job)}: {error}") from None
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
+    return cfg

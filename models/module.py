@@ -1,0 +1,135 @@
+"""The one LightningModule: embedding -> backbone -> readout at the answer positions.
+
+It owns everything the backbones share (the contract is in ``models/__init__.py``): the token embedding,
+the linear readout, the cross-entropy loss at answer positions only, accuracy overall and per distance,
+AdamW with warmup and cosine decay, and the record of when validation accuracy first reached the
+threshold. Its hyperparameters are plain dicts and lists, so checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from longrange.datasets.base import IGNORE, TaskBatch
+from longrange.experiments.config import instantiate
+from torch import Tensor, nn
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class LongRangeModule(pl.LightningModule):
+    """Args:
+    model: the backbone's config node as a plain dict (``_target_`` plus constructor arguments).
+    vocab: the task's words, in id order (for the embedding size and for decoding samples).
+    lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and its schedule over ``trainer.max_steps``.
+    threshold: validation accuracy whose first attainment is recorded as ``steps_to_threshold``.
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        vocab: list[str],
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        threshold: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)  # plain containers only; the run logs its own hparams
+        self.backbone = instantiate(model)
+        self.embedding = nn.Embedding(len(vocab), self.backbone.d_input)
+        self.head = nn.Linear(self.backbone.d_output, len(vocab))
+        self.steps_to_threshold: int | None = None
+        self.results: dict[str, dict[str, Any]] = {}  # split -> {"acc": ..., "acc_per_distance": {...}}
+        self._counts: dict[int, Tensor] = {}  # distance -> [correct, total] over the current eval epoch
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.backbone(self.embedding(tokens))  # (B, L) -> (B, L, d_output)
+
+    def answer_logits(self, batch: TaskBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits (N, V), targets (N,) and distances (N,) at the N answer positions of the batch."""
+        features = self(batch.tokens)  # (B, L, d_output)
+        is_answer = batch.targets != IGNORE  # (B, L)
+        return self.head(features[is_answer]), batch.targets[is_answer], batch.distances[is_answer]
+
+    def training_step(self, batch: TaskBatch, batch_idx: int) -> Tensor:
+        logits, targets, _ = self.answer_logits(batch)
+        loss = F.cross_entropy(logits, targets)
+        if not torch.isfinite(loss):
+            raise Diverged(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", (logits.argmax(-1) == targets).float().mean(), prog_bar=True)
+        return loss
+
+    # --- evaluation: exact accuracy per distance, accumulated over the whole split -------------------
+    def _eval_step(self, batch: TaskBatch) -> None:
+        logits, targets, distances = self.answer_logits(batch)
+        correct = logits.argmax(-1) == targets
+        for distance in distances.unique().tolist():
+            at = distances == distance
+            counts = torch.stack([correct[at].sum(), at.sum()]).cpu()
+            self._counts[distance] = self._counts.get(distance, torch.zeros(2, dtype=torch.long)) + counts
+
+    def _eval_epoch_end(self, split: str) -> None:
+        if not self._counts:
+            return
+        per_distance = {d: (c[0] / c[1]).item() for d, c in sorted(self._counts.items())}
+        total = torch.stack(list(self._counts.values())).sum(0)
+        acc = (total[0] / total[1]).item()
+        self._counts = {}
+        self.results[split] = {"acc": acc, "acc_per_distance": per_distance, "step": self.global_step}
+        self.log(f"{split}/acc", acc, prog_bar=split == "val")
+        for distance, value in per_distance.items():
+            self.log(f"{split}/acc/d={distance}", value)
+        if split == "val" and self.steps_to_threshold is None and acc >= self.hparams.threshold:
+            self.steps_to_threshold = self.global_step
+
+    def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # --- optimiser --------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        h = self.hparams
+        decay = [p for p in self.parameters() if p.dim() >= 2]  # matrices; biases and norms are not decayed
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=h.lr,
+        )
+        total = max(self.trainer.max_steps, 1)
+
+        def schedule(step: int) -> float:  # linear warmup, then cosine decay to min_lr_ratio
+            if step < h.warmup_steps:
+                return (step + 1) / h.warmup_steps
+            progress = min(1.0, (step - h.warmup_steps) / max(1, total - h.warmup_steps))
+            return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- state that must survive a resume ---------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["steps_to_threshold"] = self.steps_to_threshold
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.steps_to_threshold = checkpoint.get("steps_to_threshold")
