@@ -79,7 +79,7 @@ def as_distances(name: str, value: int | Sequence[int] | None) -> tuple[int, ...
     """``64`` or ``[4, 8, 16]`` -> a sorted tuple of distinct non-negative integers."""
     if value is None:
         return None
-    values = [value] if isinstance(value, int) and not isinstance(value, bool) else list(value)
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
     if not values:
         raise ValueError(f"{name} is empty; allowed: an integer >= 0 or a list of them")
     return tuple(sorted({check_int(name, v, 0) for v in values}))

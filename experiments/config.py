@@ -65,7 +65,7 @@ class TrainConfig:
 
 def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
     """Build the object a ``_target_`` node describes (every instantiation in the project comes here)."""
-    return hydra_instantiate(node, **kwargs)
+    return hydra_instantiate(node, _convert_="all", **kwargs)  # plain lists and dicts, never DictConfigs
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -1,0 +1,70 @@
+"""Every config composes and validates; every _target_ imports; bad input fails early, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import get_method
+from omegaconf import OmegaConf
+
+from longrange.experiments.config import ConfigError, validate
+from conftest import CONF
+
+GROUP_FILES = [
+    (group, p.stem) for group in ("data", "model", "trainer", "logger", "experiment")
+    for p in sorted((CONF / group).glob("*.yaml"))
+]  # fmt: skip
+
+
+def targets(node, path=""):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield path, node["_target_"]
+        for key, value in node.items():
+            yield from targets(value, f"{path}.{key}" if path else key)
+
+
+@pytest.mark.parametrize(("group", "name"), GROUP_FILES, ids=[f"{g}={n}" for g, n in GROUP_FILES])
+def test_every_config_file_composes_validates_and_its_targets_import(compose, group: str, name: str) -> None:
+    cfg = compose([f"{group}={name}"])
+    validate(cfg)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    found = list(targets(raw))
+    assert {"data", "model", "trainer", "logger"} <= {path for path, _ in found}
+    for _, target in found:
+        assert callable(get_method(target))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["++misspelled=5"], "misspelled: unknown top-level key; allowed keys: name, seed"),
+        (["++model.hiden_size=5"], "model.hiden_size: unknown key for LSTM; allowed keys: d_input, dropout"),
+        (["++data.distanse=5"], "data.distanse: unknown key for CorefRecall; allowed keys: distance"),
+        (["++train.lrr=0.1"], "train.lrr: unknown key for TrainConfig; allowed keys: batch_size"),
+        (["model.hidden_size=abc"], "model.hidden_size='abc' has the wrong type; allowed: <class 'int'>"),
+        (["data.distance=[4,x]"], r"data.distance=\[4, 'x'\] has the wrong type"),
+        (["seed=-1"], "seed=-1; allowed: an integer >= 0"),
+        (["threads=0"], "threads=0; allowed: an integer >= 1"),
+        (["data.distance=-4"], r"data.distance=-4 is out of range; allowed: an integer in \[0, inf\]"),
+        (["data.load=9"], r"data.load=9 is out of range; allowed: an integer in \[0, 7\]"),
+        (["trainer.max_steps=0"], "trainer.max_steps=0 is out of range; allowed: an integer >= 1"),
+        (["train.lr=0"], "train.lr=0 is out of range; allowed: > 0"),
+        (["train.budget=forever"], "train.budget='forever' has the wrong type; allowed: typing.Literal"),
+        (["model=attention", "model.positional=rope"], "model.positional='rope'; allowed: sinusoidal, learned"),
+        (["model=attention", "model.num_heads=5"], "model.num_heads=5 must divide model.d_model=64"),
+        (["model=attention", "model.max_len=64", "data.distance=100"], "longer than model.max_len=64"),
+        (["data.num_nouns=???"], "data.num_nouns: no value given"),
+        (["++model._target_=no.such.Model"], "model._target_='no.such.Model' cannot be imported"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(compose, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(overrides))
+
+
+def test_defaults_are_the_documented_ones(compose) -> None:
+    cfg = compose([])
+    assert cfg.data.distance == 32 and cfg.model.forget_bias == 1.0 and cfg.seed == 0 and cfg.threads == 1
+    assert Path(CONF / "config.yaml").read_text().count("_target_") == 1  # only the validation callback
