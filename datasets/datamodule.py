@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
-from longrange.datasets.base import SyntheticTask, TaskBatch
+import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from longrange.datasets.base import SyntheticTask, TaskBatch
 
 
 class TrainStream(IterableDataset):
@@ -57,10 +59,16 @@ class TaskDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         start = self.trainer.global_step if self.trainer is not None else 0
-        return DataLoader(TrainStream(self.task, self.batch_size, self.seed, start), batch_size=None)
+        return self._loader(TrainStream(self.task, self.batch_size, self.seed, start))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.eval_set("val"), batch_size=None)
+        return self._loader(self.eval_set("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.eval_set("test"), batch_size=None)
+        return self._loader(self.eval_set("test"))
+
+    @staticmethod
+    def _loader(dataset: Dataset | IterableDataset) -> DataLoader:
+        # Batches come ready-made. An own generator keeps the loader from drawing on the global torch
+        # RNG each time it starts, so a resumed run sees the same global random stream (dropout).
+        return DataLoader(dataset, batch_size=None, generator=torch.Generator().manual_seed(0))

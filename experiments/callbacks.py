@@ -1,11 +1,15 @@
-"""Lightning callbacks of the project: decoded samples in TensorBoard."""
+"""Lightning callbacks of the project: decoded samples in TensorBoard, random state in checkpoints."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from longrange.datasets.base import IGNORE
 from pytorch_lightning.loggers import TensorBoardLogger
+
+from longrange.datasets.base import IGNORE
 
 
 class LogDecodedSamples(pl.Callback):
@@ -39,3 +43,25 @@ class LogDecodedSamples(pl.Callback):
                 ok = "yes" if torch.equal(targets[at], predicted[at]) else "no"
                 rows.append(f"| {distance} | {' '.join(text)} | {wanted} | {got} ({ok}) |")
         trainer.logger.experiment.add_text("samples", "\n".join(rows), trainer.global_step)
+
+
+class RandomState(pl.Callback):
+    """Saves the torch, numpy and Python random states in every checkpoint and restores them on resume,
+    so a resumed run draws the same random numbers (dropout, ...) as an uninterrupted one. Lightning
+    restores weights, optimiser and loop progress but not these. Stored as tensors and plain lists, so
+    the checkpoint still loads with ``weights_only=True``."""
+
+    def state_dict(self) -> dict:
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))

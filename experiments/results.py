@@ -12,9 +12,21 @@ RESULT_FILE = "result.json"
 STATUSES = ("ok", "failed", "diverged", "interrupted", "running")
 
 
+# Keys that say where a run lives or how it prints, not what it computes: left out of the config hash,
+# so a sweep copied elsewhere (or rerun without a progress bar) is still recognised as done.
+NOT_HASHED = ("trainer.default_root_dir", "logger.save_dir", "trainer.enable_progress_bar")
+
+
 def config_hash(config: dict) -> str:
-    """A stable hash of a resolved config: equal configs give equal hashes, in any key order."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A stable hash of what a resolved config computes: equal configs give equal hashes, in any key order."""
+    kept = {
+        section: dict(values) if isinstance(values, dict) else values for section, values in config.items()
+    }
+    for key in NOT_HASHED:
+        section, name = key.split(".")
+        if isinstance(kept.get(section), dict):
+            kept[section].pop(name, None)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -40,3 +52,12 @@ def is_done(run_dir: Path, expected_hash: str) -> bool:
     """True when the run finished with status ok for exactly this config (a sweep may skip it)."""
     result = read_result(run_dir)
     return bool(result) and result.get("status") == "ok" and result.get("config_hash") == expected_hash
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (Linux; NaN elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -11,6 +11,8 @@ with a checkpoint but no "ok" result resumes from its last checkpoint.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -20,84 +22,115 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from longrange.datasets.datamodule import TaskDataModule
-from longrange.experiments.callbacks import LogDecodedSamples
-from longrange.experiments.config import instantiate, plain, validate
-from longrange.experiments.results import RESULT_FILE, config_hash, is_done, read_result, write_json_atomic
-from longrange.models.module import Diverged, LongRangeModule
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from longrange.datasets.datamodule import TaskDataModule
+from longrange.experiments.callbacks import LogDecodedSamples, RandomState
+from longrange.experiments.config import instantiate, plain, validate
+from longrange.experiments.diagnostics import Diagnostics
+from longrange.experiments.results import (
+    RESULT_FILE,
+    config_hash,
+    is_done,
+    read_result,
+    rss_mb,
+    write_json_atomic,
+)
+from longrange.models.module import Diverged, LongRangeModule
 
 log = logging.getLogger("longrange")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://longrange.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    """Hydra's task: one job. Returns the final validation accuracy (the sweepers' objective)."""
+    runtime = HydraConfig.get().runtime
+    result = train(cfg, Path(runtime.output_dir), choices=dict(runtime.choices))
+    if result["status"] == "interrupted":  # Ctrl-C or SIGTERM: stop the whole sweep, non-zero
+        sys.exit(143 if "SIGTERM" in (result["error"] or "") else 130)
+    if result["status"] != "ok":  # raised here, not in train(): nothing of the failed job stays referenced
+        raise RuntimeError(f"job {result['status']} in {runtime.output_dir}: {result['error']}")
+    return result["val_acc"]
 
 
-def train(cfg: DictConfig, out_dir: Path) -> float | None:
-    """Run one job in ``out_dir``; returns the final validation accuracy (the sweepers' objective)."""
+def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None) -> dict:
+    """Run one job in ``out_dir`` and return its result record (also written to result.json).
+
+    ``choices``: the config-group choices (e.g. {"model": "gru"}) that name the run in reports.
+    """
     config, start = plain(cfg), time.perf_counter()
-    record = {"config_hash": config_hash(config), "config": config, "run_dir": str(out_dir)}
+    choices = choices or {"model": cfg.model._target_.rsplit(".", 1)[-1].lower()}
+    record = {
+        "config_hash": config_hash(config),
+        "config": config,
+        "run_dir": str(out_dir),
+        "choices": choices,
+    }
+    previous = read_result(out_dir)
     if is_done(out_dir, record["config_hash"]):
         log.info("%s: already done with this config, skipped", out_dir)
-        return read_result(out_dir)["val_acc"]
+        return previous
+    if previous and previous.get("config_hash") != record["config_hash"]:  # same folder, new config
+        log.info("%s: config changed since the last run, retraining from scratch", out_dir)
+        for stale in ("checkpoints", "tensorboard"):
+            shutil.rmtree(out_dir / stale, ignore_errors=True)
+    environment = dict(os.environ)  # restored at the end: a reused worker's next job must not see changes
     task, _ = validate(cfg)
-    torch.set_num_threads(cfg.threads)  # explicit in every job: launchers change it silently otherwise
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    t = config["train"]
-    hparams = {k: t[k] for k in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "threshold")}
-    module = LongRangeModule(model=config["model"], vocab=task.vocab.words, **hparams)
-    log.info("%s: %s parameters", cfg.model._target_, f"{module.num_parameters:,}")
-    data = TaskDataModule(task, t["batch_size"], t["eval_samples"], cfg.seed)
-    trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks(cfg, out_dir))
-    checkpoint = out_dir / "checkpoints" / "last.ckpt"
-    record.update(
-        status="running",
-        parameters=module.num_parameters,
-        chance=task.chance_level,
-        threads=cfg.threads,
-        versions={"torch": torch.__version__, "lightning": pl.__version__},
-    )
+    versions = {"torch": torch.__version__, "lightning": pl.__version__}
+    record.update(status="running", chance=task.chance_level, threads=cfg.threads, versions=versions)
+    record["memory_mb_at_start"] = rss_mb()
     write_json_atomic(out_dir / RESULT_FILE, record)
 
-    error, exit_code = None, 0
+    module, trainer = None, None
+    error = None
     try:
+        torch.set_num_threads(cfg.threads)  # explicit in every job: launchers change it silently otherwise
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        t = config["train"]
+        hparams = {k: t[k] for k in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "threshold")}
+        module = LongRangeModule(model=config["model"], vocab=task.vocab.words, **hparams)
+        record["parameters"] = module.num_parameters
+        log.info("%s: %s parameters", cfg.model._target_, f"{module.num_parameters:,}")
+        data = TaskDataModule(task, t["batch_size"], t["eval_samples"], cfg.seed)
+        trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks(cfg, out_dir))
+        checkpoint = out_dir / "checkpoints" / "last.ckpt"
         trainer.fit(module, data, ckpt_path=checkpoint if checkpoint.exists() else None)
         status = "interrupted" if trainer.interrupted else "ok"
         if status == "ok":
             trainer.test(module, data, verbose=False)
     except Diverged as exc:
         status, error = "diverged", str(exc)
-    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM (Lightning exits 0 on it)
-        status, error, exit_code = "interrupted", repr(exc), 130
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM (Lightning then exits with 0)
+        status, error = "interrupted", "SIGTERM" if isinstance(exc, SIGTERMException) else repr(exc)
     except Exception:  # keep only the text: a live traceback would pin this job's memory for the sweep
         status, error = "failed", traceback.format_exc()
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
-    val, test = module.results.get("val", {}), module.results.get("test", {})
+    results = module.results if module is not None else {}
+    val, test = results.get("val", {}), results.get("test", {})
     record.update(
         status=status,
         error=error,
-        steps=trainer.global_step,
+        steps=trainer.global_step if trainer is not None else 0,
         wall_time_s=time.perf_counter() - start,
         val_acc=val.get("acc"),
         val_acc_per_distance=val.get("acc_per_distance"),
         test_acc=test.get("acc"),
         test_acc_per_distance=test.get("acc_per_distance"),
-        threshold=t["threshold"],
-        steps_to_threshold=module.steps_to_threshold,
+        threshold=config["train"]["threshold"],
+        steps_to_threshold=module.steps_to_threshold if module is not None else None,
     )
     write_json_atomic(out_dir / RESULT_FILE, record)
-    metrics = {f"hparams/{k}": record[k] for k in ("val_acc", "test_acc") if record[k] is not None}
-    trainer.logger.log_hyperparams(config | {"parameters": record["parameters"]}, metrics)
-    trainer.logger.finalize(status)
+    if trainer is not None:
+        metrics = {f"hparams/{k}": record[k] for k in ("val_acc", "test_acc") if record[k] is not None}
+        trainer.logger.log_hyperparams(config | {"parameters": record.get("parameters")}, metrics)
+        trainer.logger.finalize(status)
     log.info("%s: %s, val acc %s, test acc %s", out_dir, status, record["val_acc"], record["test_acc"])
-    if exit_code:
-        sys.exit(exit_code)
-    if status != "ok":
-        raise RuntimeError(f"job {status} in {out_dir}: {(error or '').strip().splitlines()[-1:]}")
-    return record["val_acc"]
+    return record
 
 
 def callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
@@ -108,6 +141,8 @@ def callbacks(cfg: DictConfig, out_dir: Path) -> list[pl.Callback]:
         ),
         LearningRateMonitor(logging_interval="step"),
         LogDecodedSamples(),
+        RandomState(),
+        Diagnostics(out_dir),
     ]
     if cfg.train.budget == "to_threshold":
         threshold = cfg.train.threshold

@@ -14,9 +14,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from longrange.datasets.base import IGNORE, TaskBatch
 from longrange.experiments.config import instantiate
-from torch import Tensor, nn
 
 
 class Diverged(RuntimeError):

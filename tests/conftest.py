@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose as hydra_compose, initialize_config_module
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
 from omegaconf import DictConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

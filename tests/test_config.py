@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import CONF
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from longrange.experiments.config import ConfigError, validate
-from conftest import CONF
 
 GROUP_FILES = [
     (group, p.stem) for group in ("data", "model", "trainer", "logger", "experiment")
@@ -52,7 +52,10 @@ def test_every_config_file_composes_validates_and_its_targets_import(compose, gr
         (["trainer.max_steps=0"], "trainer.max_steps=0 is out of range; allowed: an integer >= 1"),
         (["train.lr=0"], "train.lr=0 is out of range; allowed: > 0"),
         (["train.budget=forever"], "train.budget='forever' has the wrong type; allowed: typing.Literal"),
-        (["model=attention", "model.positional=rope"], "model.positional='rope'; allowed: sinusoidal, learned"),
+        (
+            ["model=attention", "model.positional=rope"],
+            "model.positional='rope'; allowed: sinusoidal, learned",
+        ),
         (["model=attention", "model.num_heads=5"], "model.num_heads=5 must divide model.d_model=64"),
         (["model=attention", "model.max_len=64", "data.distance=100"], "longer than model.max_len=64"),
         (["data.num_nouns=???"], "data.num_nouns: no value given"),

@@ -74,7 +74,10 @@ def test_same_seed_same_data_different_seed_different_data() -> None:
     b = [task.train_batch(32, seed=7, step=s) for s in range(5)]
     c = [task.train_batch(32, seed=8, step=s) for s in range(5)]
     assert all(torch.equal(x.tokens, y.tokens) for x, y in zip(a, b, strict=True))
-    assert not all(x.tokens.shape == z.tokens.shape and torch.equal(x.tokens, z.tokens) for x, z in zip(a, c))
+    assert not all(
+        x.tokens.shape == z.tokens.shape and torch.equal(x.tokens, z.tokens)
+        for x, z in zip(a, c, strict=True)
+    )
     assert len({x.tokens.shape[1] for x in a + c}) > 1  # training mixes the configured distances
 
 
@@ -82,7 +85,9 @@ def test_same_seed_same_data_different_seed_different_data() -> None:
 def test_no_evaluation_sample_occurs_in_the_training_stream(distance: int) -> None:
     task = CorefRecall(distance=distance)
     seen_in_training = {
-        hash(tuple(row)) for s in range(40) for row in task.generate("train", 256, distance, 0, s).tokens.tolist()
+        hash(tuple(row))
+        for s in range(40)
+        for row in task.generate("train", 256, distance, 0, s).tokens.tolist()
     }
     for split in ("val", "test"):
         evaluation = task.generate(split, 512, distance, seed=0).tokens.tolist()
@@ -107,7 +112,10 @@ def test_buckets_spread_evenly_on_a_large_sample_space() -> None:
         ({"distance": []}, r"data.distance is empty"),
         ({"eval_distance": [-3]}, r"data.eval_distance=-3"),
         ({"load": 8}, r"data.load=8 is out of range; allowed: an integer in \[0, 7\]"),
-        ({"load": 2, "distance": 7}, r"data.distance=7 is too short for data.load=2: allowed distances are >= 8"),
+        (
+            {"load": 2, "distance": 7},
+            r"data.distance=7 is too short for data.load=2: allowed distances are >= 8",
+        ),
         ({"num_nouns": 1}, r"data.num_nouns=1 is out of range; allowed: an integer in \[2, 32\]"),
     ],
 )

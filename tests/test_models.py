@@ -64,6 +64,9 @@ def test_overfits_one_small_batch(module: LongRangeModule) -> None:
 
 def test_default_models_have_matched_parameter_counts(compose) -> None:
     vocab = CorefRecall().vocab.words
-    counts = {n: LongRangeModule(backbone_config(compose, n), vocab).num_parameters for n in ("lstm", "gru", "attention")}
+    counts = {
+        n: LongRangeModule(backbone_config(compose, n), vocab).num_parameters
+        for n in ("lstm", "gru", "attention")
+    }
     assert max(counts.values()) <= 1.10 * min(counts.values()), counts
     assert all(90_000 <= c <= 120_000 for c in counts.values()), counts

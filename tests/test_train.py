@@ -22,7 +22,7 @@ def events(run_dir: Path) -> EventAccumulator:
 
 def test_each_model_trains_and_logs(make_config, model_name: str, tmp_path: Path) -> None:
     cfg = make_config(f"model={model_name}", "data.distance=[4,8]")
-    assert train(cfg, tmp_path) is not None
+    assert train(cfg, tmp_path)["status"] == "ok"
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "ok" and result["steps"] == 4
     assert result["config_hash"] == config_hash(result["config"])
@@ -32,7 +32,9 @@ def test_each_model_trains_and_logs(make_config, model_name: str, tmp_path: Path
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
 
     tags = events(tmp_path).Tags()
-    assert {"train/loss", "train/acc", "val/acc", "val/acc/d=4", "val/acc/d=8", "test/acc"} <= set(tags["scalars"])
+    assert {"train/loss", "train/acc", "val/acc", "val/acc/d=4", "val/acc/d=8", "test/acc"} <= set(
+        tags["scalars"]
+    )
     assert any(t.startswith("lr-AdamW") for t in tags["scalars"])  # learning rate per param group
     assert "hparams/test_acc" in tags["scalars"]  # the real final metric, not hp_metric = -1
     assert "hp_metric" not in tags["scalars"]

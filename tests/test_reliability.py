@@ -1,0 +1,243 @@
+"""Reliability: failures, signals, resume, divergence, checkpoints, reproducibility, isolation, atomicity.
+
+Each test names the requirement it proves (issue "Reliability", items 1-14). Misbehaving models live in
+tests/faulty_models.py and are selected like any model, which also shows that a model variant needs no
+change outside its own file and config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from longrange.experiments.report import report
+from longrange.experiments.results import read_result, write_json_atomic
+from longrange.experiments.train import train
+
+TESTS = Path(__file__).resolve().parent
+FAST = ["trainer=debug", "train.eval_samples=16", "train.batch_size=8"]
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600, **popen) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    command = [sys.executable, "-m", "longrange.experiments.train", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def faulty(name: str, **knobs) -> list[str]:
+    return [
+        "model=gru",
+        f"model._target_=faulty_models.{name}",
+        *(f"+model.{k}={v}" for k, v in knobs.items()),
+    ]
+
+
+def results(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/result.json"))}
+
+
+# 1. A failing job does not stop the sweep; it records its error; the sweep exits non-zero.
+def test_one_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        "data.distance=2,5,8",
+        *faulty("FailingGRU", fail_at_distance=5),
+    ]
+    done = run(args + FAST, tmp_path)
+    assert done.returncode != 0
+    by_distance = {r["config"]["data"]["distance"]: r for r in results(sweep_dir).values()}
+    assert [by_distance[d]["status"] for d in (2, 5, 8)] == ["ok", "failed", "ok"]
+    assert "RuntimeError: injected failure" in by_distance[5]["error"]
+
+
+# 2. Memory does not grow across failed jobs of one process (basic launcher keeps failures).
+def test_memory_does_not_grow_across_failed_jobs(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    failing = [*faulty("FailingGRU", fail_at_distance=5, hog_mb=300)]
+    # the grid runs in order: three jobs at distance 5 fail (seeds 0-2), then the job at distance 2
+    args = ["-m", f"hydra.sweep.dir={sweep_dir}", "data.distance=5,2", "seed=0,1,2", *failing]
+    run(args + FAST, tmp_path)
+    jobs = sorted(
+        results(sweep_dir).values(), key=lambda r: (-r["config"]["data"]["distance"], r["config"]["seed"])
+    )
+    assert [j["status"] for j in jobs] == ["failed"] * 3 + ["ok"] * 3
+    growth = jobs[3]["memory_mb_at_start"] - jobs[1]["memory_mb_at_start"]
+    assert growth < 150, f"memory grew by {growth:.0f} MB over 2 failed jobs that each held 300 MB"
+
+
+# 3 and 6. SIGTERM mid-fit: status interrupted, exit code non-zero; a rerun resumes from the checkpoint.
+def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [f"hydra.run.dir={run_dir}", *faulty("SlowGRU", sleep_s=0.02), "data.distance=4",
+            "trainer.max_steps=300", "trainer.val_check_interval=20", *FAST[1:]]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    command = [sys.executable, "-m", "longrange.experiments.train", *args]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode not in (0, None), output[-2000:]
+    interrupted = read_result(run_dir)
+    assert interrupted["status"] == "interrupted" and interrupted["steps"] < 300
+    resumed = run(args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
+    assert read_result(run_dir)["status"] == "ok" and read_result(run_dir)["steps"] == 300
+
+
+# 6. Resume from the last checkpoint gives bit-identical final weights (dropout on: RNG state matters).
+def test_resume_is_bit_exact(make_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = ["model=attention", "model.dropout=0.1", "data.distance=[3,6]", "trainer.max_steps=30",
+                 "trainer.val_check_interval=10"]  # fmt: skip
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert train(make_config(*overrides), straight)["status"] == "ok"
+    monkeypatch.setenv("LONGRANGE_TEST_INTERRUPT_AT", "25")
+    cfg = make_config(*overrides)
+    with open_dict(cfg):  # the same attention model, raising KeyboardInterrupt at training step 25
+        cfg.model._target_ = "faulty_models.InterruptingTransformer"
+    assert train(cfg, interrupted)["status"] == "interrupted"
+    monkeypatch.delenv("LONGRANGE_TEST_INTERRUPT_AT")
+    assert train(cfg, interrupted)["status"] == "ok"
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_result(straight)["test_acc"] == read_result(interrupted)["test_acc"]
+
+
+# 5. A non-finite loss ends the job as diverged; the report shows it as diverged.
+def test_nan_loss_is_recorded_as_diverged(make_config, tmp_path: Path) -> None:
+    cfg = make_config("model=gru", "trainer.max_steps=10")
+    with open_dict(cfg):
+        cfg.model._target_ = "faulty_models.NaNGRU"
+    result = train(cfg, tmp_path / "job")
+    assert result["status"] == "diverged" and "non-finite training loss nan at step 2" in result["error"]
+    table = report(tmp_path)["markdown"].read_text()
+    assert "1 jobs: 1 diverged" in table and "- diverged: `job`" in table
+    assert "| nangru | 32 | – | – | 0 |" in table  # no accuracy shown for it
+
+
+# 7. Checkpoints hold plain data: they load with weights_only=True; a crafted pickle is refused.
+def test_checkpoints_load_weights_only_and_refuse_pickled_code(make_config, tmp_path: Path) -> None:
+    from longrange.models.module import LongRangeModule
+
+    train(make_config("model=gru"), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"]["_target_"] == "longrange.models.gru.GRU"
+    assert LongRangeModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").num_parameters > 0
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    crafted = tmp_path / "crafted.ckpt"
+    crafted.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(crafted, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError):
+        LongRangeModule.load_from_checkpoint(crafted)
+    assert not (tmp_path / "pwned").exists()
+
+
+# 8. Two fresh processes, same seed and thread count: identical weights and metrics, for every model.
+@pytest.mark.slow
+def test_same_seed_reproduces_bit_exactly_in_fresh_processes(model_name: str, tmp_path: Path) -> None:
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for run_dir in runs:
+        args = [f"hydra.run.dir={run_dir}", f"model={model_name}", "data.distance=[3,7]", "threads=1", *FAST]
+        done = run(args + ["trainer.max_steps=8"], tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    first, second = read_result(runs[0]), read_result(runs[1])
+    for key in ("val_acc", "test_acc", "test_acc_per_distance", "config_hash"):
+        assert first[key] == second[key]
+
+
+# 9. A bad value anywhere in a sweep grid fails before any job trains, and no folder is created.
+def test_bad_grid_point_fails_before_any_job(tmp_path: Path) -> None:
+    done = run(["-m", "hydra.sweep.dir=sweep", "model=gru,lstm", "data.distance=4,-2"], tmp_path)
+    assert done.returncode != 0
+    assert "config error in sweep point" in done.stderr and "data.distance=-2 is out of range" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# 10. Parallel joblib jobs: each writes only inside its own folder; no env var or thread count leaks.
+@pytest.mark.slow
+def test_joblib_jobs_are_isolated(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=cpu_parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}",
+            "data.distance=2,3,4,5", *faulty("LeakProbe")]  # fmt: skip
+    done = run(args + FAST, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["status"] for r in results(sweep_dir).values()] == ["ok"] * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    for job_dir in (p for p in sweep_dir.iterdir() if p.is_dir()):
+        assert {p.name for p in job_dir.iterdir()} <= {".hydra", "checkpoints", "tensorboard", "result.json",
+                                                      "train.log", "diagnostics.json"}  # fmt: skip
+
+
+# 11. A kill during a result write leaves result.json absent or valid JSON, never truncated.
+def test_killed_writer_never_leaves_a_truncated_result(tmp_path: Path) -> None:
+    writer = (
+        "import sys, itertools\nfrom pathlib import Path\n"
+        "from longrange.experiments.results import write_json_atomic\n"
+        "for i in itertools.count():\n"
+        "    write_json_atomic(Path(sys.argv[1]) / 'result.json', {'i': i, 'payload': 'x' * 200_000})\n"
+    )
+    rng = random.Random(0)
+    for _ in range(8):
+        process = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)])
+        time.sleep(0.5 + rng.random() * 0.5)
+        process.kill()
+        process.wait()
+        text = (tmp_path / "result.json").read_text() if (tmp_path / "result.json").exists() else None
+        assert text is None or json.loads(text)["payload"] == "x" * 200_000
+
+
+def test_failed_rename_keeps_the_previous_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_json_atomic(tmp_path / "result.json", {"status": "ok"})
+
+    def crash(*args):
+        raise OSError("killed during rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_json_atomic(tmp_path / "result.json", {"status": "running"})
+    assert read_result(tmp_path) == {"status": "ok"}
+
+
+# 13. The report on a partial sweep marks every status explicitly and still renders.
+def test_report_marks_every_status(tmp_path: Path) -> None:
+    base = {"config": {"model": {"_target_": "x.GRU"}, "data": {"distance": 4}, "seed": 0}, "chance": 0.1,
+            "choices": {"model": "gru"}, "parameters": 1000, "steps": 10}  # fmt: skip
+    statuses = {"ok": {"test_acc_per_distance": {"4": 1.0}, "test_acc": 1.0}, "failed": {"error": "E: x"},
+                "interrupted": {}, "diverged": {}, "running": {}}  # fmt: skip
+    for seed, (status, extra) in enumerate(statuses.items()):
+        config = base["config"] | {"seed": seed}
+        write_json_atomic(
+            tmp_path / f"seed={seed}" / "result.json", base | extra | {"status": status, "config": config}
+        )
+    paths = report(tmp_path)
+    table = paths["markdown"].read_text()
+    assert "5 jobs: 1 diverged, 1 failed, 1 interrupted, 1 ok, 1 running" in table
+    assert (
+        "| gru | 4 | 1.000 | – | 1 |" in table and "1 diverged, 1 failed, 1 interrupted, 1 running" in table
+    )
+    assert paths["plot"].exists()

@@ -1,0 +1,136 @@
+"""Sweeps through Hydra's own launchers: collision-free folders, resume, report, TensorBoard's server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from longrange.experiments.report import report
+
+TINY = ["trainer.max_steps=3", "trainer.val_check_interval=3", "train.eval_samples=16", "train.batch_size=8"]
+
+
+def sweep(sweep_dir: Path, *overrides: str, launcher: str = "basic") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "longrange.experiments.train", "-m", "experiment=distance_sweep",
+               f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", "model=gru,attention",
+               "data.distance=2,5", *TINY, *overrides]  # fmt: skip
+    return subprocess.run(command, cwd=sweep_dir.parent, capture_output=True, text=True, timeout=600)
+
+
+def results(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "tiny"
+    done = sweep(sweep_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sweep_dir
+
+
+def test_sweep_writes_one_folder_per_job_named_by_its_overrides(finished_sweep: Path) -> None:
+    found = results(finished_sweep)
+    assert len(found) == 4 and all(r["status"] == "ok" for r in found.values())
+    assert "data.distance=5,model=gru,seed=0,train.batch_size=8,train.eval_samples=16," in "".join(found)
+    assert {r["choices"]["model"] for r in found.values()} == {"gru", "attention"}
+    assert len({r["config_hash"] for r in found.values()}) == 4
+    assert sorted(p.name for p in finished_sweep.parent.iterdir()) == ["tiny"]  # nothing outside the sweep
+
+
+def test_rerun_skips_finished_jobs_and_retrains_changed_configs(finished_sweep: Path) -> None:
+    before = results(finished_sweep)
+    again = sweep(finished_sweep)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already done with this config, skipped") == 4
+    assert results(finished_sweep) == before
+    # A changed value that does not change the folder names (excluded from them) must retrain, not reuse.
+    exclude = "hydra.job.config.override_dirname.exclude_keys=[experiment,name,train.lr]"
+    changed = sweep(finished_sweep, "train.lr=0.002", exclude)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert changed.stdout.count("config changed since the last run, retraining from scratch") == 4
+    assert all(r["config"]["train"]["lr"] == 0.002 for r in results(finished_sweep).values())
+
+
+def test_report_matches_the_result_files(finished_sweep: Path) -> None:
+    paths = report(finished_sweep)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    by_dir = {Path(row["run_dir"]).name: row for row in rows}
+    for name, result in results(finished_sweep).items():
+        row = by_dir[name]
+        assert row["status"] == "ok"
+        assert math.isclose(float(row["test_acc"]), result["test_acc"])
+        assert int(row["parameters"]) == result["parameters"] and int(row["steps"]) == result["steps"]
+    assert paths["plot"].stat().st_size > 10_000
+    table = paths["markdown"].read_text()
+    assert "| gru | 5 |" in table and "recall horizon" in table and "4 jobs: 4 ok" in table
+
+
+def test_report_lists_missing_and_failed_jobs(finished_sweep: Path, tmp_path: Path) -> None:
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(finished_sweep, partial)
+    victims = sorted(partial.glob("*/result.json"))
+    victims[0].unlink()  # a job that never wrote its result
+    failed = json.loads(victims[1].read_text()) | {"status": "failed", "error": "RuntimeError: boom"}
+    victims[1].write_text(json.dumps(failed))
+    table = report(partial)["markdown"].read_text()
+    assert "4 jobs: 1 failed, 1 missing, 2 ok" in table
+    assert "- missing: `" + victims[0].parent.name in table and "RuntimeError: boom" in table
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_accuracy_against_distance(finished_sweep: Path) -> None:
+    report(finished_sweep)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(finished_sweep), "--host", "127.0.0.1",
+         "--port", str(port), "--reload_interval", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        tags, deadline = {}, time.time() + 90
+        while time.time() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+                tags = json.load(urllib.request.urlopen(url, timeout=5))
+                if "summary/gru" in tags and "summary/attention" in tags:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert "accuracy_vs_distance/test_acc" in tags["summary/gru"]
+        url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=summary/gru"
+               "&tag=accuracy_vs_distance/test_acc")  # fmt: skip
+        steps = [point[1] for point in json.load(urllib.request.urlopen(url, timeout=5))]
+        assert steps == [2, 5]  # step = distance
+        assert any(run.endswith("tensorboard") for run in tags)  # the jobs' own training curves too
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_and_resumes(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "submitit"
+    done = sweep(sweep_dir, "model=gru", launcher="local")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(results(sweep_dir)) == 2 and all(r["status"] == "ok" for r in results(sweep_dir).values())
+    before = results(sweep_dir)
+    assert sweep(sweep_dir, "model=gru", launcher="local").returncode == 0
+    assert results(sweep_dir) == before  # skipped: nothing rewritten
