@@ -24,11 +24,15 @@ Chance level is 1 / num_nouns.
 
 from __future__ import annotations
 
+import math
+
 import torch
-from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch, Vocabulary, check_int
 from torch import Tensor
 
+from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch, Vocabulary, check_int
+
 SPECIALS = ("<pad>", "<bos>")
+PHRASES_PER_UNIT = 3  # filler phrases drawn at once (see CorefRecall._with_filler)
 CUE_WORDS = ("i", "a", "the")
 RELATIONS = ("watched", "read", "ate", "bought", "painted", "visited", "cooked", "fixed")
 NOUNS = (
@@ -65,17 +69,17 @@ class CorefRecall(SyntheticTask):
     ) -> None:
         super().__init__(distance, eval_distance)
         self.load = check_int("data.load", load, 0, len(RELATIONS) - 1)
-        self.num_nouns = check_int("data.num_nouns", num_nouns, 2, len(NOUNS))
+        self.num_nouns = check_int("data.num_nouns", num_nouns, max(2, self.load + 1), len(NOUNS))
         filler_words = dict.fromkeys(w for phrase in FILLER_PHRASES for w in phrase.split())
         filler_words = [w for w in filler_words if w not in CUE_WORDS]
         self.vocab = Vocabulary(SPECIALS, CUE_WORDS, RELATIONS, NOUNS[:num_nouns], filler_words)
         self.noun_ids = self.vocab.ids(NOUNS[:num_nouns])
         self.relation_ids = self.vocab.ids(RELATIONS)
-        # Filler phrases as one flat id tensor plus start offsets and lengths (for vectorised gathers).
-        phrases = [self.vocab.ids(p.split()) for p in FILLER_PHRASES]
-        self.phrase_tokens = torch.cat(phrases)
-        self.phrase_len = torch.tensor([len(p) for p in phrases])
-        self.phrase_start = torch.cumsum(self.phrase_len, 0) - self.phrase_len
+        # Nouns and relations are consecutive ids: a uniform draw is one randint from the first id on.
+        self._first_noun, self._first_relation = int(self.noun_ids[0]), int(self.relation_ids[0])
+        assert torch.equal(self.noun_ids, torch.arange(self._first_noun, self._first_noun + num_nouns))
+        assert torch.equal(self.relation_ids, torch.arange(self._first_relation, self._first_relation + 8))
+        self._build_filler_table([self.vocab.ids(p.split()) for p in FILLER_PHRASES])
         smallest = self.min_distance
         for d in self.train_distances + self.eval_distances:
             if d < smallest:
@@ -103,14 +107,11 @@ class CorefRecall(SyntheticTask):
         v = self.vocab.index
 
         # Antecedent and distractors: K+1 distinct relations and K+1 distinct nouns per sample.
-        relations = torch.rand(B, len(RELATIONS), generator=generator).argsort(dim=1)[:, : K + 1]
-        nouns = torch.rand(B, self.num_nouns, generator=generator).argsort(dim=1)[:, : K + 1]
-        relations, nouns = self.relation_ids[relations], self.noun_ids[nouns]  # (B, K+1); column 0 = answer
+        relations = self._distinct(B, K + 1, self._first_relation, len(RELATIONS), generator)
+        nouns = self._distinct(B, K + 1, self._first_noun, self.num_nouns, generator)  # column 0 = answer
 
-        tokens = torch.empty(B, L, dtype=torch.long)
-        tokens[:, 0], tokens[:, 1], tokens[:, 3] = v["<bos>"], v["i"], v["a"]
+        tokens = self._filled(B, L, middle, generator)  # <bos> i <pad> a <pad> filler ...
         tokens[:, 2], tokens[:, 4] = relations[:, 0], nouns[:, 0]
-        tokens[:, 5 : 5 + middle] = self._filler(B, middle, generator)  # (B, middle)
 
         if K > 0:  # K non-overlapping "REL a NOUN" slots: sorted offsets in [0, middle - 3K], spaced by 3
             offsets = torch.randint(0, middle - 3 * K + 1, (B, K), generator=generator).sort(dim=1).values
@@ -126,15 +127,72 @@ class CorefRecall(SyntheticTask):
         targets[:, L - 1], distances[:, L - 1] = nouns[:, 0], D
         return TaskBatch(tokens, targets, distances)
 
-    def _filler(self, batch_size: int, length: int, generator: torch.Generator) -> Tensor:
-        """(B, length) ids: random filler phrases concatenated, the last one cut at ``length``."""
-        if length <= 0:
-            return torch.empty(batch_size, 0, dtype=torch.long)
-        num_phrases = length // int(self.phrase_len.min()) + 1
-        phrases = torch.randint(0, len(self.phrase_len), (batch_size, num_phrases), generator=generator)
-        ends = torch.cumsum(self.phrase_len[phrases], dim=1)  # (B, P) end offset of each phrase
-        position = torch.arange(length).expand(batch_size, length).contiguous()  # (B, length)
-        which = torch.searchsorted(ends, position, right=True)  # phrase index holding each position
-        phrase = phrases.gather(1, which)
-        within = position - (ends.gather(1, which) - self.phrase_len[phrase])
-        return self.phrase_tokens[self.phrase_start[phrase] + within]
+    @staticmethod
+    def _distinct(batch_size: int, count: int, first: int, n: int, generator: torch.Generator) -> Tensor:
+        """(B, count) ids in [first, first + n), distinct within a row, in uniformly random order."""
+        if count == 1:
+            return torch.randint(first, first + n, (batch_size, 1), generator=generator)
+        return torch.rand(batch_size, n, generator=generator).topk(count, dim=1).indices.add_(first)
+
+    # --- filler: random phrases, concatenated and cut at the wanted length ----------------------------
+    # The filler is a stream of independent, uniformly drawn phrases, drawn in *units* of
+    # PHRASES_PER_UNIT consecutive phrases: a uniform unit is that many independent uniform phrases, so
+    # the stream's distribution is the same, with a third of the draws and bookkeeping. The words of
+    # every unit lie in one flat table, and a whole batch of samples is one gather from that table, at
+    # indices built with one running sum (see ``_filled``): no Python per word, no variable-length copies.
+
+    def _build_filler_table(self, phrases: list[Tensor]) -> None:
+        phrase_len = torch.tensor([len(p) for p in phrases])
+        phrase_first = phrase_len.cumsum(0) - phrase_len
+        units = torch.cartesian_prod(*[torch.arange(len(phrases))] * PHRASES_PER_UNIT)  # (U, phrases)
+        sequence = units.flatten()  # the phrases of all units, unit after unit
+        lengths = phrase_len[sequence]
+        within = torch.arange(int(lengths.sum())) - (lengths.cumsum(0) - lengths).repeat_interleave(lengths)
+        unit_words = torch.cat(phrases)[phrase_first[sequence].repeat_interleave(lengths) + within]
+        # Table: [0, <bos> i <pad> a <pad>] (read by columns 0-4), every unit's words, 3 spare entries
+        # (the up to 3 columns after the filler read on past the last unit's words).
+        header = self.vocab.ids(["<pad>", "<bos>", "i", "<pad>", "a", "<pad>"])
+        self._table = torch.cat([header, unit_words, torch.zeros(3, dtype=torch.long)])
+        unit_len = phrase_len[units].sum(1)
+        self._unit_len = unit_len.int()
+        self._unit_first = (len(header) + unit_len.cumsum(0) - unit_len).int()  # table index of word 0
+        self._unit_last = self._unit_first + self._unit_len - 1  # table index of the last word
+        self._min_unit_len = int(unit_len.min())
+        self._unit_len_mean = unit_len.double().mean().item()
+        self._unit_len_std = unit_len.double().std().item()
+
+    def _units_needed(self, length: int) -> int:
+        """Units per row that reach ``length`` words: surely, or in all but ~1e-7 of rows (5 std. dev.)."""
+        mean, std = self._unit_len_mean, self._unit_len_std
+        root = (5 * std + math.sqrt(25 * std**2 + 4 * mean * length)) / (2 * mean)  # P*mean - 5*std*sqrt(P)
+        return max(1, min(math.ceil(root**2) + 1, -(-length // self._min_unit_len)))
+
+    def _filled(self, batch_size: int, seq_len: int, length: int, generator: torch.Generator) -> Tensor:
+        """(B, seq_len) ids: ``<bos> i <pad> a <pad>`` in columns 0-4, then ``length`` words of random
+        filler phrases (the last one cut); any ids in the columns after, to be overwritten by the caller.
+
+        All of it is one gather from the table at a running sum over the columns: +1 per column within
+        the header and within a unit, and at each unit's first column (5 + its offset in the filler) a
+        jump from the previous unit's last word (the header's last entry, 5, for the first unit).
+        """
+        units = torch.randint(
+            0, len(self._unit_len), (batch_size, self._units_needed(length)), generator=generator
+        )
+        lengths = self._unit_len.take(units)  # (B, P) int32
+        ends = lengths.cumsum(1, dtype=torch.long)
+        if units.shape[1] * self._min_unit_len < length:  # unsure: append units to every row that fell short
+            while int(ends[:, -1].min()) < length:
+                more = torch.randint(0, len(self._unit_len), (batch_size, 4), generator=generator)
+                units, lengths = (
+                    torch.cat([units, more], 1),
+                    torch.cat([lengths, self._unit_len.take(more)], 1),
+                )
+                ends = lengths.cumsum(1, dtype=torch.long)
+        starts = ends.sub_(lengths)  # each unit's offset in the filler
+        jumps = self._unit_first.take(units)  # (B, P) int32
+        jumps[:, 1:].sub_(self._unit_last.take(units[:, :-1]))
+        jumps[:, 0].sub_(5)
+        jumps.masked_fill_(starts >= length, 1)  # units past the filler all land on its end column: +1
+        index = torch.ones(batch_size, seq_len, dtype=torch.int32)
+        index.scatter_(1, starts.clamp_(max=length).add_(5), jumps)
+        return self._table.index_select(0, index.cumsum_(1).view(-1)).view(batch_size, seq_len)

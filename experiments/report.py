@@ -12,7 +12,9 @@ into the sweep folder:
   interrupted and missing jobs are listed, never dropped;
 * ``accuracy_vs_distance.png``: one line per series with its confidence band, chance level, horizons;
 * ``summary/<series>/``: TensorBoard runs in which step = distance, so ``tensorboard --logdir SWEEP``
-  draws accuracy against distance next to every job's training curves.
+  draws accuracy against distance next to every job's training curves;
+* ``gradient_flow.png``, ``memory_probe.png``, ``attention_mass.png``: the per-model diagnostics of the
+  jobs (from their ``diagnostics.json``), next to the accuracy curve.
 
 A *series* is a model plus every config value (other than distance and seed) that varies in the sweep,
 e.g. ``lstm`` or ``lstm max_steps=250``. The *recall horizon* of a series is the largest distance up to
@@ -33,6 +35,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from longrange.experiments.diagnostics import plot_diagnostics
 from longrange.experiments.results import NOT_HASHED, RESULT_FILE, read_result
 
 SWEEP_AXES = ("data.distance", "data.eval_distance", "seed")  # never part of a series label
@@ -356,6 +359,9 @@ def report(sweep_dir: Path, threshold: float = 0.9) -> dict[str, Path]:
     write_markdown(jobs, table, threshold, paths["markdown"])
     plot(jobs, table, threshold, paths["plot"])
     write_tensorboard_summary(table, threshold, paths["tensorboard"])
+    runs = [job.result | {"run_dir": str(job.run_dir)} for job in jobs if job.result]  # where they are now
+    for figure in plot_diagnostics(runs, sweep_dir):  # gradient flow, memory probe, attention mass
+        paths[figure.stem] = figure
     return paths
 
 
@@ -367,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     paths = report(args.sweep_dir, args.threshold)
     print(paths["markdown"].read_text())
     print(f"table:       {paths['markdown']}\ncsv:         {paths['csv']}\nplot:        {paths['plot']}")
+    for name in ("gradient_flow", "memory_probe", "attention_mass"):
+        if name in paths:
+            print(f"{name + ':':<13}{paths[name]}")
     print(f"tensorboard: tensorboard --logdir {args.sweep_dir}   (or: make tensorboard)")
 
 

@@ -74,8 +74,9 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
         return previous
     if previous and previous.get("config_hash") != record["config_hash"]:  # same folder, new config
         log.info("%s: config changed since the last run, retraining from scratch", out_dir)
-        for stale in ("checkpoints", "tensorboard"):
-            shutil.rmtree(out_dir / stale, ignore_errors=True)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        (out_dir / "diagnostics.json").unlink(missing_ok=True)
     environment = dict(os.environ)  # restored at the end: a reused worker's next job must not see changes
     task, _ = validate(cfg)
     versions = {"torch": torch.__version__, "lightning": pl.__version__}
@@ -129,7 +130,9 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
         metrics = {f"hparams/{k}": record[k] for k in ("val_acc", "test_acc") if record[k] is not None}
         trainer.logger.log_hyperparams(config | {"parameters": record.get("parameters")}, metrics)
         trainer.logger.finalize(status)
-    log.info("%s: %s, val acc %s, test acc %s", out_dir, status, record["val_acc"], record["test_acc"])
+    accuracy = "–" if record["test_acc"] is None else f"{record['test_acc']:.3f}"
+    log.info("%s: %s, test acc %s, %d steps in %.1f s", out_dir, status, accuracy, record["steps"],
+             record["wall_time_s"])  # fmt: skip
     return record
 
 
