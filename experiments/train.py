@@ -51,7 +51,8 @@ def main(cfg: DictConfig) -> float | None:
     if result["status"] == "interrupted":  # Ctrl-C or SIGTERM: stop the whole sweep, non-zero
         sys.exit(143 if "SIGTERM" in (result["error"] or "") else 130)
     if result["status"] != "ok":  # raised here, not in train(): nothing of the failed job stays referenced
-        raise RuntimeError(f"job {result['status']} in {runtime.output_dir}: {result['error']}")
+        last_line = (result["error"] or "").strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"job {result['status']} in {runtime.output_dir}: {last_line[0]}")
     return result["val_acc"]
 
 
