@@ -19,6 +19,7 @@ Batch format (shared by every task and every model):
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -28,6 +29,14 @@ from torch import Tensor
 IGNORE = -100  # torch's cross-entropy ignore_index: positions that are not answers
 NUM_BUCKETS = 16
 SPLIT_BUCKETS = {"val": (0,), "test": (1,), "train": tuple(range(2, NUM_BUCKETS))}
+_KEEP = {  # split -> (NUM_BUCKETS,) bool: the buckets the split keeps
+    split: torch.isin(torch.arange(NUM_BUCKETS), torch.tensor(buckets))
+    for split, buckets in SPLIT_BUCKETS.items()
+}
+_FRACTION = {split: len(buckets) / NUM_BUCKETS for split, buckets in SPLIT_BUCKETS.items()}
+# Training batches of at least this many tokens are filtered in place (rows of another split overwritten)
+# rather than copied out: fewer bytes moved for large batches, fewer tensor operations for small ones.
+_IN_PLACE_MIN_TOKENS = 1 << 13
 
 
 class TaskBatch(NamedTuple):
@@ -100,11 +109,22 @@ def sample_bucket(tokens: Tensor) -> Tensor:
     """(B, L) -> (B,) bucket in [0, NUM_BUCKETS): a hash of the whole token sequence (int64 wrap-around)."""
     length = tokens.shape[1]
     weights = _HASH_WEIGHTS[:length] if length <= len(_HASH_WEIGHTS) else _long_weights(length)
-    h = (tokens * weights).sum(dim=1) + length  # linear hash, wraps modulo 2**64
-    h = h ^ (h >> 31)  # mix the high bits down before taking a bucket
-    h = h * 0x5851F42D4C957F2D
-    h = h ^ (h >> 29)
+    h = tokens @ weights + length  # linear hash, wraps modulo 2**64 (exact in any summation order)
+    h ^= h >> 31  # mix the high bits down before taking a bucket
+    h *= 0x5851F42D4C957F2D
+    h ^= h >> 29
     return (h >> 40) & (NUM_BUCKETS - 1)
+
+
+def _draw_size(wanted: int, fraction: float) -> int:
+    """Samples to draw so that ``wanted`` of them land in a split keeping ``fraction`` of all samples, in
+    about 98% of draws (two standard deviations; a short draw is topped up by another, smaller one)."""
+    return math.ceil((wanted + 2 * math.sqrt(wanted * (1 - fraction))) / fraction)
+
+
+def _owned(tensor: Tensor) -> Tensor:
+    """``tensor`` itself if it owns contiguous memory, else a copy that does (safe to write rows into)."""
+    return tensor if tensor._base is None and tensor.is_contiguous() else tensor.clone()
 
 
 def _long_weights(length: int) -> Tensor:
@@ -129,6 +149,10 @@ class SyntheticTask:
 
     # --- what a task implements -------------------------------------------------------------------
     def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
+        """``batch_size`` independent samples at ``distance``, drawn with ``generator`` only.
+
+        Return newly allocated tensors: :meth:`generate` overwrites rows of another split in place
+        (views and non-contiguous tensors are copied first, so a cached template is never modified)."""
         raise NotImplementedError
 
     def seq_len(self, distance: int) -> int:
@@ -146,20 +170,51 @@ class SyntheticTask:
         return max(self.seq_len(d) for d in self.train_distances + self.eval_distances)
 
     def generate(self, split: str, batch_size: int, distance: int, seed: int, index: int = 0) -> TaskBatch:
-        """Batch ``index`` of a split's stream: only samples whose hash bucket belongs to ``split``."""
+        """Batch ``index`` of a split's stream: only samples whose hash bucket belongs to ``split``.
+
+        Rejection sampling: draw a few more samples than needed, keep those of ``split`` (each kept sample
+        stays an independent draw of the split's distribution), draw again in the rare case of too few.
+        """
         generator = torch.Generator().manual_seed(stream_seed(seed, f"{split}/d={distance}", index))
-        keep_buckets = torch.tensor(SPLIT_BUCKETS[split])
-        kept: list[TaskBatch] = []
-        have = 0
-        fraction = len(SPLIT_BUCKETS[split]) / NUM_BUCKETS
-        while have < batch_size:
-            draw = int((batch_size - have) / fraction * 1.2) + 8
-            batch = self.sample(draw, distance, generator)
-            mask = torch.isin(sample_bucket(batch.tokens), keep_buckets)
-            kept.append(TaskBatch(*(t[mask] for t in batch)))
-            have += int(mask.sum())
-        out = TaskBatch(*(torch.cat(parts)[:batch_size] for parts in zip(*kept, strict=True)))
-        return out
+        keep, fraction = _KEEP[split], _FRACTION[split]
+        batch = self.sample(_draw_size(batch_size, fraction), distance, generator)
+        kept = keep[sample_bucket(batch.tokens)]
+        if fraction >= 0.5 and batch.tokens.numel() >= _IN_PLACE_MIN_TOKENS:
+            return self._filter_in_place(batch, kept, batch_size, distance, generator, split)
+        parts, missing = [], batch_size
+        while True:
+            rows = kept.nonzero().flatten()[:missing]
+            parts.append(TaskBatch(*(t.index_select(0, rows) for t in batch)))
+            missing -= len(rows)
+            if not missing:
+                return parts[0] if len(parts) == 1 else TaskBatch(*map(torch.cat, zip(*parts, strict=True)))
+            batch = self.sample(_draw_size(missing, fraction), distance, generator)
+            kept = keep[sample_bucket(batch.tokens)]
+
+    def _filter_in_place(
+        self,
+        batch: TaskBatch,
+        kept: Tensor,
+        batch_size: int,
+        distance: int,
+        generator: torch.Generator,
+        split: str,
+    ) -> TaskBatch:
+        """The first ``batch_size`` drawn samples, each one of another split overwritten by the next drawn
+        sample of this split: a view of the draw, without copying the whole batch."""
+        out = TaskBatch(*(_owned(t)[:batch_size] for t in batch))
+        holes = (~kept[:batch_size]).nonzero().flatten()
+        donors = kept[batch_size:].nonzero().flatten().add_(batch_size)
+        while True:
+            filled = min(len(holes), len(donors))
+            rows, donors = holes[:filled], donors[:filled]
+            for target, source in zip(out, batch, strict=True):
+                target.index_copy_(0, rows, source.index_select(0, donors))
+            holes = holes[filled:]
+            if not len(holes):
+                return out
+            batch = self.sample(_draw_size(len(holes), _FRACTION[split]), distance, generator)
+            donors = _KEEP[split][sample_bucket(batch.tokens)].nonzero().flatten()
 
     def train_batch(self, batch_size: int, seed: int, step: int) -> TaskBatch:
         """The training batch of optimiser step ``step``; its distance is drawn from the training set."""

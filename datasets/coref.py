@@ -13,12 +13,20 @@ cue "the", the lecture's example. Layout (L = D + 6 for every K)::
     0     1 2   3 4      5 ...                                          L-1, target NOUN
     cue = "the" (K=0) or "i REL the" (K>0);  D = (L-1) - 4 - 1
 
-Worked example (``CorefRecall(distance=12, load=1)``, seed 0; decoded with ``task.vocab.decode``)::
+With ``max_offset`` P > 0 (default 8) each sample additionally gets o ~ U{0..P} filler words right
+after ``<bos>`` and P - o after the answer position, so the antecedent's absolute position varies
+(L = D + 6 + P); the distance D is unchanged.
 
-    <bos> i fixed a kite then everyone was bought a lamp tired we i fixed the  -> kite
+Worked example: the first training sample of ``CorefRecall(distance=12, load=1)`` with seed 0
+(``task.generate("train", 1, 12, seed=0)``, decoded with ``task.vocab.decode``)::
 
-Here the antecedent "kite" sits at position 4, the answer position at 17: 12 tokens lie between them.
-The distractor "bought a lamp" is bound to another relation, so only "kite" answers "i fixed the".
+    <bos> it felt warm outside went home i cooked a book it fixed a jacket before noon after lunch
+    after lunch i cooked the before noon                                             -> target: book
+
+Offset o = 6: the antecedent "book" sits at position 10, the answer position ("the") at 23, and the 12
+tokens between them hold filler, the distractor "fixed a jacket" (bound to another relation, so only
+"book" answers "i cooked the") and the cue's "i cooked". The two words after the answer pad the sample
+to L = 12 + 6 + 8 = 26 and cannot influence the answer of a causal model.
 Chance level is 1 / num_nouns.
 """
 
@@ -58,6 +66,10 @@ class CorefRecall(SyntheticTask):
         eval_distance: distances for validation/test (default: ``distance``).
         load: K, distractor nouns in the filler (0 <= K < number of relations, and 3K + 2 <= D).
         num_nouns: candidate answer nouns (2..32); chance level is 1 / num_nouns.
+        max_offset: the antecedent clause starts after a random number of filler words, 0..max_offset
+            (uniform per sample; the sample is padded with filler after the answer position to a common
+            length). Without it the antecedent would always sit at position 4, and attention could find
+            it by absolute position alone. 0 gives the fixed layout above.
     """
 
     def __init__(
@@ -66,9 +78,11 @@ class CorefRecall(SyntheticTask):
         eval_distance: int | list[int] | None = None,
         load: int = 0,
         num_nouns: int = 32,
+        max_offset: int = 8,
     ) -> None:
         super().__init__(distance, eval_distance)
         self.load = check_int("data.load", load, 0, len(RELATIONS) - 1)
+        self.max_offset = check_int("data.max_offset", max_offset, 0)
         self.num_nouns = check_int("data.num_nouns", num_nouns, max(2, self.load + 1), len(NOUNS))
         filler_words = dict.fromkeys(w for phrase in FILLER_PHRASES for w in phrase.split())
         filler_words = [w for w in filler_words if w not in CUE_WORDS]
@@ -97,7 +111,7 @@ class CorefRecall(SyntheticTask):
         return 1.0 / self.num_nouns
 
     def seq_len(self, distance: int) -> int:
-        return distance + 6
+        return distance + 6 + self.max_offset
 
     def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
         B, K, D = batch_size, self.load, distance
@@ -125,6 +139,22 @@ class CorefRecall(SyntheticTask):
         targets = torch.full((B, L), IGNORE, dtype=torch.long)
         distances = torch.full((B, L), IGNORE, dtype=torch.long)
         targets[:, L - 1], distances[:, L - 1] = nouns[:, 0], D
+        if self.max_offset == 0:
+            return TaskBatch(tokens, targets, distances)
+        return self._offset(TaskBatch(tokens, targets, distances), generator)
+
+    def _offset(self, batch: TaskBatch, generator: torch.Generator) -> TaskBatch:
+        """Move everything after <bos> right by a random o in [0, max_offset] per sample; the o columns
+        opened after <bos> and the max_offset - o columns after the answer get filler words."""
+        (B, L), P = batch.tokens.shape, self.max_offset
+        shift = torch.randint(0, P + 1, (B, 1), generator=generator)  # (B, 1)
+        extra = self._filled(B, 6 + P, P, generator)[:, 5 : 5 + P]  # (B, P) filler words
+        column = torch.arange(L + P).expand(B, L + P)  # (B, L + P)
+        in_sample = (column == 0) | ((column > shift) & (column < L + shift))
+        from_sample = torch.where(column == 0, 0, column - shift).clamp_(0, L - 1)
+        from_extra = torch.where(column <= shift, column - 1, column - L).clamp_(0, P - 1)
+        tokens = torch.where(in_sample, batch.tokens.gather(1, from_sample), extra.gather(1, from_extra))
+        targets, distances = (torch.where(in_sample, t.gather(1, from_sample), IGNORE) for t in batch[1:])
         return TaskBatch(tokens, targets, distances)
 
     @staticmethod

@@ -133,7 +133,7 @@ def validate(cfg: DictConfig) -> tuple[Any, Any]:
     check_arguments("train", raw["train"], TrainConfig)
     TrainConfig(**plain(cfg.train))
     for node in TARGET_NODES:
-        if not isinstance(raw[node], dict) or "_target_" not in raw[node]:
+        if not isinstance(raw.get(node), dict) or "_target_" not in raw[node]:
             raise ConfigError(f"{node}: needs a _target_; choose one of the files in conf/{node}/")
         try:
             target = get_method(raw[node]["_target_"])

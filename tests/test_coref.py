@@ -27,7 +27,7 @@ def test_exact_distance_and_unique_correct_answer(distance: int, load: int) -> N
     batch = task.generate("train", 200, distance, seed=3)
     position, target, reported = answers(batch)
     assert (reported == distance).all()
-    assert batch.tokens.shape == (200, task.seq_len(distance)) == (200, distance + 6)
+    assert batch.tokens.shape == (200, task.seq_len(distance)) == (200, distance + 6 + task.max_offset)
     nouns = torch.isin(batch.tokens, task.noun_ids)
     for i in range(len(batch.tokens)):
         # the answer noun occurs exactly once, D tokens before the answer position
@@ -37,15 +37,24 @@ def test_exact_distance_and_unique_correct_answer(distance: int, load: int) -> N
         if load:  # the cue names the antecedent's relation; each distractor has another relation
             relation = batch.tokens[i, where[0] - 2]
             assert batch.tokens[i, position[i] - 1] == relation
-            distractor_relations = batch.tokens[i, :-3][torch.isin(batch.tokens[i, :-3], task.relation_ids)]
+            before_cue = batch.tokens[i, : position[i] - 2]
+            distractor_relations = before_cue[torch.isin(before_cue, task.relation_ids)]
             assert (distractor_relations == relation).sum() == 1  # only the antecedent's own
             assert len(set(distractor_relations.tolist())) == load + 1
 
 
 def test_lecture_example_with_bare_cue() -> None:
-    task = CorefRecall(distance=8)
+    task = CorefRecall(distance=8, max_offset=0)
     words = task.vocab.decode(task.generate("val", 1, 8, seed=0).tokens[0]).split()
     assert words[:2] == ["<bos>", "i"] and words[3] == "a" and words[4] in NOUNS and words[-1] == "the"
+
+
+def test_antecedent_position_varies_with_the_offset() -> None:
+    task = CorefRecall(distance=10, max_offset=8)
+    batch = task.generate("train", 500, 10, seed=0)
+    antecedent = (batch.targets != IGNORE).int().argmax(1) - 10 - 1
+    assert set(antecedent.tolist()) == set(range(4, 4 + 8 + 1))  # every offset 0..8 occurs
+    assert (batch.tokens[:, 0] == task.vocab.index["<bos>"]).all()
 
 
 def test_vocabulary_groups_are_disjoint() -> None:

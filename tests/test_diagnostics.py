@@ -32,9 +32,10 @@ from longrange.experiments.train import train
 from longrange.models.module import LongRangeModule
 
 DISTANCE = 4
-LENGTH = DISTANCE + 6  # coref: L = D + 6, the answer is the last position
+LENGTH = DISTANCE + 6  # coref without offset: L = D + 6, the answer is the last position
 TINY = [
     f"data.distance={DISTANCE}",
+    "data.max_offset=0",
     "data.num_nouns=8",
     "train.batch_size=32",
     "train.eval_samples=64",
@@ -151,7 +152,7 @@ def test_the_antecedent_sits_at_p_minus_d_minus_1() -> None:
 
 def test_probe_and_gradient_flow_work_on_an_untrained_lstm() -> None:
     torch.manual_seed(0)
-    task = CorefRecall(distance=8, num_nouns=4)
+    task = CorefRecall(distance=8, num_nouns=4, max_offset=0)
     model = {"_target_": "longrange.models.lstm.LSTM", "d_input": 16, "hidden_size": 16}
     module = LongRangeModule(model=model, vocab=task.vocab.words).eval()
     fit = last_answers(task.generate("train", 128, 8, seed=0))[8]

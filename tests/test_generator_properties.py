@@ -18,7 +18,8 @@ def valid_parameters(draw: st.DrawFn) -> dict:
     load = draw(st.integers(0, len(RELATIONS) - 1))
     smallest = 0 if load == 0 else 3 * load + 2
     distance = draw(st.integers(smallest, smallest + 120))
-    return {"distance": distance, "load": load, "num_nouns": draw(st.integers(max(2, load + 1), 32))}
+    nouns = draw(st.integers(max(2, load + 1), 32))
+    return {"distance": distance, "load": load, "num_nouns": nouns, "max_offset": draw(st.integers(0, 12))}
 
 
 @settings(max_examples=60, deadline=None)
@@ -27,23 +28,26 @@ def test_invariants_hold_for_any_valid_parameters(params: dict, seed: int, split
     task = CorefRecall(**params)
     batch = task.generate(split, 16, params["distance"], seed)
     B, L = batch.tokens.shape
-    assert (B, L) == (16, params["distance"] + 6)
+    assert (B, L) == (16, params["distance"] + 6 + params["max_offset"])
     assert batch.tokens.min() >= 1 and batch.tokens.max() < len(task.vocab)  # no padding, known words
     is_answer = batch.targets != IGNORE
-    assert (is_answer.sum(1) == 1).all() and is_answer[:, -1].all()  # one answer, at the last position
+    assert (is_answer.sum(1) == 1).all()  # one answer per sample
+    answer = is_answer.int().argmax(1)
+    assert (answer >= L - 1 - params["max_offset"]).all()  # within the last max_offset + 1 positions
+    assert (batch.tokens[torch.arange(B), answer] == task.vocab.index["the"]).all()
     assert (batch.distances[is_answer] == params["distance"]).all()
-    targets = batch.targets[:, -1]
+    targets = batch.targets[is_answer]
     assert torch.isin(targets, task.noun_ids).all()
     occurrences = batch.tokens == targets[:, None]  # the answer noun occurs once, exactly D tokens back
     assert (occurrences.sum(1) == 1).all()
-    assert (L - 1 - occurrences.int().argmax(1) - 1 == params["distance"]).all()
+    assert (answer - occurrences.int().argmax(1) - 1 == params["distance"]).all()
     nouns_per_sample = torch.isin(batch.tokens, task.noun_ids).sum(1)
     assert (nouns_per_sample == params["load"] + 1).all()
 
 
 @pytest.mark.parametrize("distance", [0, 1])
 def test_shortest_distances(distance: int) -> None:
-    task = CorefRecall(distance=distance)
+    task = CorefRecall(distance=distance, max_offset=0)
     words = task.vocab.decode(task.generate("val", 1, distance, seed=0).tokens[0]).split()
     assert len(words) == distance + 6 and words[-1] == "the"
     assert words.index(words[4]) == 4 and len(words) - 1 - 4 - 1 == distance
@@ -64,10 +68,10 @@ def test_load_needs_enough_nouns() -> None:
 
 
 def test_longest_distance_that_fits_the_model(compose) -> None:
-    fits = compose(["model=attention", "model.max_len=70", "data.distance=64"])  # 64 + 6 = 70 tokens
+    fits = compose(["model=attention", "model.max_len=78", "data.distance=64"])  # 64 + 6 + 8 = 78 tokens
     task, backbone = validate(fits)
-    assert task.max_seq_len == backbone.max_len == 70
-    with pytest.raises(ConfigError, match="data.distance=65 makes sequences of 71 tokens"):
-        validate(compose(["model=attention", "model.max_len=70", "data.distance=65"]))
-    with pytest.raises(ConfigError, match="data.distance=65 makes sequences of 71 tokens"):
-        validate(compose(["model=attention", "model.max_len=70", "data.distance=8", "data.eval_distance=[8,65]"]))
+    assert task.max_seq_len == backbone.max_len == 78
+    with pytest.raises(ConfigError, match="data.distance=65 makes sequences of 79 tokens"):
+        validate(compose(["model=attention", "model.max_len=78", "data.distance=65"]))
+    with pytest.raises(ConfigError, match="data.distance=65 makes sequences of 79 tokens"):
+        validate(compose(["model=attention", "model.max_len=78", "data.distance=8", "data.eval_distance=[8,65]"]))

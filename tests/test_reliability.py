@@ -26,7 +26,7 @@ from longrange.experiments.results import read_result, write_json_atomic
 from longrange.experiments.train import train
 
 TESTS = Path(__file__).resolve().parent
-FAST = ["trainer=debug", "train.eval_samples=16", "train.batch_size=8"]
+FAST = ["trainer=debug", "train.eval_samples=16", "train.batch_size=8", "data.max_offset=0"]
 
 
 def run(args: list[str], cwd: Path, timeout: int = 600, **popen) -> subprocess.CompletedProcess:
