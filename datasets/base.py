@@ -5,10 +5,15 @@ generator)``, that returns a :class:`TaskBatch` whose every sample has exactly t
 The base class turns that into reproducible train / validation / test streams:
 
 * every batch comes from its own ``torch.Generator`` seeded from ``(seed, split, index)``, so a stream can
-  be restarted at any step (resume) and two runs with one seed see the same data;
+  be restarted at any step (resume) and two runs with one seed see the same data (small training batches
+  are generated a block of steps at a time, seeded by the block's first step: still a pure function of
+  the seed and the step);
 * the splits are disjoint *by construction*: each sample's tokens are hashed, the hash picks one of
   ``NUM_BUCKETS`` buckets, validation keeps bucket 0, test bucket 1 and training the rest. A test sample
-  can therefore never occur in a training stream, whatever the seed or the size of the sample space.
+  can therefore never occur in a training stream, whatever the seed or the size of the sample space
+  (a sample space of a handful of samples may leave a split empty: generate() then raises).
+
+``sample`` must return newly allocated tensors: ``generate`` may overwrite rows of another split in place.
 
 Batch format (shared by every task and every model):
     tokens    (B, L) int64   input ids
@@ -37,6 +42,8 @@ _FRACTION = {split: len(buckets) / NUM_BUCKETS for split, buckets in SPLIT_BUCKE
 # Training batches of at least this many tokens are filtered in place (rows of another split overwritten)
 # rather than copied out: fewer bytes moved for large batches, fewer tensor operations for small ones.
 _IN_PLACE_MIN_TOKENS = 1 << 13
+# Training batches of fewer tokens than this are generated several steps at a time (see train_batch).
+_BLOCK_TOKENS, _MAX_BLOCK = 1 << 15, 16
 
 
 class TaskBatch(NamedTuple):
@@ -122,6 +129,29 @@ def _draw_size(wanted: int, fraction: float) -> int:
     return math.ceil((wanted + 2 * math.sqrt(wanted * (1 - fraction))) / fraction)
 
 
+class _DrawBudget:
+    """Sizes of the extra draws of one generate() call, and an error instead of an endless loop when the
+    split gets (almost) no samples: a sample space so small (e.g. distance 0 with 2 nouns: 16 distinct
+    samples) that none of its samples hashes into the split's buckets."""
+
+    def __init__(self, task: SyntheticTask, split: str, batch_size: int, distance: int) -> None:
+        self.task, self.split, self.batch_size, self.distance = task, split, batch_size, distance
+        self.fraction = _FRACTION[split]
+        self.left = 1000 * _draw_size(batch_size, self.fraction)  # 1000x the expected need
+
+    def draw(self, missing: int) -> int:
+        size = _draw_size(missing, self.fraction)
+        self.left -= size
+        if self.left < 0:
+            raise ValueError(
+                f"{type(self.task).__name__}: the {self.split!r} split at distance {self.distance} found "
+                f"only {self.batch_size - missing} of {self.batch_size} samples in "
+                f"{1000 * _draw_size(self.batch_size, self.fraction)} draws: the task's sample space is too "
+                "small for disjoint hash splits (lengthen the distance or enlarge the vocabulary)"
+            )
+        return size
+
+
 def _owned(tensor: Tensor) -> Tensor:
     """``tensor`` itself if it owns contiguous memory, else a copy that does (safe to write rows into)."""
     return tensor if tensor._base is None and tensor.is_contiguous() else tensor.clone()
@@ -181,14 +211,14 @@ class SyntheticTask:
         kept = keep[sample_bucket(batch.tokens)]
         if fraction >= 0.5 and batch.tokens.numel() >= _IN_PLACE_MIN_TOKENS:
             return self._filter_in_place(batch, kept, batch_size, distance, generator, split)
-        parts, missing = [], batch_size
+        parts, missing, budget = [], batch_size, _DrawBudget(self, split, batch_size, distance)
         while True:
             rows = kept.nonzero().flatten()[:missing]
             parts.append(TaskBatch(*(t.index_select(0, rows) for t in batch)))
             missing -= len(rows)
             if not missing:
                 return parts[0] if len(parts) == 1 else TaskBatch(*map(torch.cat, zip(*parts, strict=True)))
-            batch = self.sample(_draw_size(missing, fraction), distance, generator)
+            batch = self.sample(budget.draw(missing), distance, generator)
             kept = keep[sample_bucket(batch.tokens)]
 
     def _filter_in_place(
@@ -205,6 +235,7 @@ class SyntheticTask:
         out = TaskBatch(*(_owned(t)[:batch_size] for t in batch))
         holes = (~kept[:batch_size]).nonzero().flatten()
         donors = kept[batch_size:].nonzero().flatten().add_(batch_size)
+        budget = _DrawBudget(self, split, batch_size, distance)
         while True:
             filled = min(len(holes), len(donors))
             rows, donors = holes[:filled], donors[:filled]
@@ -213,11 +244,35 @@ class SyntheticTask:
             holes = holes[filled:]
             if not len(holes):
                 return out
-            batch = self.sample(_draw_size(len(holes), _FRACTION[split]), distance, generator)
+            batch = self.sample(budget.draw(len(holes)), distance, generator)
             donors = _KEEP[split][sample_bucket(batch.tokens)].nonzero().flatten()
 
     def train_batch(self, batch_size: int, seed: int, step: int) -> TaskBatch:
-        """The training batch of optimiser step ``step``; its distance is drawn from the training set."""
+        """The training batch of optimiser step ``step``; its distance is drawn from the training set.
+
+        A pure function of (seed, step, batch size), so a resumed run sees exactly the batches of an
+        uninterrupted one. Small batches are cut from a block generated for up to ``_MAX_BLOCK``
+        consecutive steps at once (the steps of a block that train at one distance share one
+        ``generate`` call): a call's fixed cost, ~0.1 ms, would otherwise be a few percent of a short step.
+        """
         distances = self.train_distances
-        pick = stream_seed(seed, "train/distance", step) % len(distances)
-        return self.generate("train", batch_size, distances[pick], seed, step)
+        pick = _pick(seed, step, len(distances))
+        distance = distances[pick]
+        block = min(_MAX_BLOCK, max(1, _BLOCK_TOKENS // (batch_size * self.seq_len(distance))))
+        if block == 1:
+            return self.generate("train", batch_size, distance, seed, step)
+        first = step - step % block
+        key = (seed, batch_size, first)
+        blocks = self.__dict__.setdefault("_train_blocks", {})  # distance -> (key, steps, batch)
+        if distance not in blocks or blocks[distance][0] != key:
+            steps = [s for s in range(first, first + block) if _pick(seed, s, len(distances)) == pick]
+            batch = self.generate("train", len(steps) * batch_size, distance, seed, first)
+            blocks[distance] = (key, steps, batch)
+        _, steps, batch = blocks[distance]
+        start = steps.index(step) * batch_size
+        return TaskBatch(*(t[start : start + batch_size] for t in batch))
+
+
+def _pick(seed: int, step: int, count: int) -> int:
+    """Which of ``count`` training distances step ``step`` trains at."""
+    return stream_seed(seed, "train/distance", step) % count

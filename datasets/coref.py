@@ -20,8 +20,8 @@ after ``<bos>`` and P - o after the answer position, so the antecedent's absolut
 Worked example: the first training sample of ``CorefRecall(distance=12, load=1)`` with seed 0
 (``task.generate("train", 1, 12, seed=0)``, decoded with ``task.vocab.decode``)::
 
-    <bos> it felt warm outside went home i cooked a book it fixed a jacket before noon after lunch
-    after lunch i cooked the before noon                                             -> target: book
+    <bos> warm outside went home before noon i cooked a book it fixed a jacket before noon after lunch
+    after lunch i cooked the it felt                                                 -> target: book
 
 Offset o = 6: the antecedent "book" sits at position 10, the answer position ("the") at 23, and the 12
 tokens between them hold filler, the distractor "fixed a jacket" (bound to another relation, so only
@@ -136,26 +136,33 @@ class CorefRecall(SyntheticTask):
             tokens[:, L - 3], tokens[:, L - 2] = v["i"], relations[:, 0]
         tokens[:, L - 1] = v["the"]
 
-        targets = torch.full((B, L), IGNORE, dtype=torch.long)
-        distances = torch.full((B, L), IGNORE, dtype=torch.long)
-        targets[:, L - 1], distances[:, L - 1] = nouns[:, 0], D
         if self.max_offset == 0:
+            targets = torch.full((B, L), IGNORE, dtype=torch.long)
+            distances = torch.full((B, L), IGNORE, dtype=torch.long)
+            targets[:, L - 1], distances[:, L - 1] = nouns[:, 0], D
             return TaskBatch(tokens, targets, distances)
-        return self._offset(TaskBatch(tokens, targets, distances), generator)
-
-    def _offset(self, batch: TaskBatch, generator: torch.Generator) -> TaskBatch:
-        """Move everything after <bos> right by a random o in [0, max_offset] per sample; the o columns
-        opened after <bos> and the max_offset - o columns after the answer get filler words."""
-        (B, L), P = batch.tokens.shape, self.max_offset
-        shift = torch.randint(0, P + 1, (B, 1), generator=generator)  # (B, 1)
-        extra = self._filled(B, 6 + P, P, generator)[:, 5 : 5 + P]  # (B, P) filler words
-        column = torch.arange(L + P).expand(B, L + P)  # (B, L + P)
-        in_sample = (column == 0) | ((column > shift) & (column < L + shift))
-        from_sample = torch.where(column == 0, 0, column - shift).clamp_(0, L - 1)
-        from_extra = torch.where(column <= shift, column - 1, column - L).clamp_(0, P - 1)
-        tokens = torch.where(in_sample, batch.tokens.gather(1, from_sample), extra.gather(1, from_extra))
-        targets, distances = (torch.where(in_sample, t.gather(1, from_sample), IGNORE) for t in batch[1:])
+        tokens, answer = self._offset(tokens, generator)  # answer: (B, 1) column of the answer position
+        targets = torch.full(tokens.shape, IGNORE, dtype=torch.long).scatter_(1, answer, nouns[:, :1])
+        distances = torch.full(tokens.shape, IGNORE, dtype=torch.long).scatter_(1, answer, D)
         return TaskBatch(tokens, targets, distances)
+
+    def _offset(self, tokens: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Move everything after <bos> right by a random o in [0, max_offset] per sample; the o columns
+        opened after <bos> and the max_offset - o columns after the answer get filler words.
+
+        The P = max_offset extra words are a filler stream E of P words: the sample becomes <bos>, E[P-o:],
+        the old sample after <bos>, E[:P-o]; that is a window starting at P - o of the row
+        [<bos>, E, old sample after <bos>, E], so the whole batch is one gather.
+        Returns the (B, L + P) tokens and the (B, 1) column of each answer position.
+        """
+        (B, L), P = tokens.shape, self.max_offset
+        shift = torch.randint(0, P + 1, (B, 1), generator=generator)  # o
+        extra = self._filled(B, 6 + P, P, generator)[:, 5 : 5 + P]  # (B, P): E
+        source = torch.cat([tokens[:, :1], extra, tokens[:, 1:], extra], dim=1)  # (B, L + 2P)
+        window = torch.arange(L + P).add(P) - shift  # (B, L + P): column c reads source column P - o + c
+        shifted = source.gather(1, window)
+        shifted[:, 0] = tokens[:, 0]  # <bos> (column 0 of the window is one before E[P-o])
+        return shifted, shift.add_(L - 1)
 
     @staticmethod
     def _distinct(batch_size: int, count: int, first: int, n: int, generator: torch.Generator) -> Tensor:

@@ -149,6 +149,12 @@ def validate(cfg: DictConfig) -> tuple[Any, Any]:
         task, backbone = instantiate(cfg.data), instantiate(cfg.model)
     except Exception as error:  # hydra wraps the constructor's own error: report that one
         raise ConfigError(str(error.__cause__ or error)) from None
+    for distance in task.eval_distances:  # one sample per split: a too small sample space fails here
+        for split in ("val", "test"):
+            try:
+                task.generate(split, 1, distance, seed=raw["seed"])
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     if backbone.max_len is not None and task.max_seq_len > backbone.max_len:
         longest = max(task.train_distances + task.eval_distances)
         raise ConfigError(

@@ -288,11 +288,10 @@ def plot(jobs: list[Job], table: dict[str, dict[int, Cell]], threshold: float, p
         half = [0.0 if math.isnan(c.ci95) else c.ci95 for _, c in points]
         horizon = recall_horizon(cells, threshold)
         params = sorted({p for _, c in points for p in c.parameters})
-        label = (
-            f"{series} ({'/'.join(f'{p / 1000:.0f}k' for p in params)} params, horizon {horizon or 'none'})"
-        )
+        sizes = "/".join(f"{p / 1000:.0f}k" for p in params)
+        label = f"{series} ({sizes} params, horizon {horizon_text(cells, threshold)})"
         (line,) = ax.plot(x, mean, marker="o", label=label)
-        low = [m - h for m, h in zip(mean, half, strict=True)]
+        low = [max(0, m - h) for m, h in zip(mean, half, strict=True)]
         high = [min(1, m + h) for m, h in zip(mean, half, strict=True)]
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
         if horizon is not None:
@@ -372,11 +371,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paths = report(args.sweep_dir, args.threshold)
     print(paths["markdown"].read_text())
-    print(f"table:       {paths['markdown']}\ncsv:         {paths['csv']}\nplot:        {paths['plot']}")
-    for name in ("gradient_flow", "memory_probe", "attention_mass"):
+    for name in ("markdown", "csv", "plot", "gradient_flow", "memory_probe", "attention_mass"):
         if name in paths:
-            print(f"{name + ':':<13}{paths[name]}")
-    print(f"tensorboard: tensorboard --logdir {args.sweep_dir}   (or: make tensorboard)")
+            print(f"{name + ':':<16}{paths[name]}")
+    print(f"{'tensorboard:':<16}tensorboard --logdir {args.sweep_dir}   (or: make tensorboard)")
 
 
 if __name__ == "__main__":

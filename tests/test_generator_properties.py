@@ -19,7 +19,10 @@ def valid_parameters(draw: st.DrawFn) -> dict:
     smallest = 0 if load == 0 else 3 * load + 2
     distance = draw(st.integers(smallest, smallest + 120))
     nouns = draw(st.integers(max(2, load + 1), 32))
-    return {"distance": distance, "load": load, "num_nouns": nouns, "max_offset": draw(st.integers(0, 12))}
+    # at least 4 filler words in all, so every split's hash buckets hold samples (tiny sample spaces are
+    # refused with a clear error: test_tiny_sample_space_is_refused)
+    offset = draw(st.integers(max(0, 4 - distance), 12))
+    return {"distance": distance, "load": load, "num_nouns": nouns, "max_offset": offset}
 
 
 @settings(max_examples=60, deadline=None)
@@ -63,7 +66,9 @@ def test_maximal_load_at_its_shortest_distance() -> None:
 
 
 def test_load_needs_enough_nouns() -> None:
-    with pytest.raises(ValueError, match=r"data.num_nouns=3 is out of range; allowed: an integer in \[4, 32\]"):
+    with pytest.raises(
+        ValueError, match=r"data.num_nouns=3 is out of range; allowed: an integer in \[4, 32\]"
+    ):
         CorefRecall(distance=20, load=3, num_nouns=3)
 
 
@@ -74,4 +79,12 @@ def test_longest_distance_that_fits_the_model(compose) -> None:
     with pytest.raises(ConfigError, match="data.distance=65 makes sequences of 79 tokens"):
         validate(compose(["model=attention", "model.max_len=78", "data.distance=65"]))
     with pytest.raises(ConfigError, match="data.distance=65 makes sequences of 79 tokens"):
-        validate(compose(["model=attention", "model.max_len=78", "data.distance=8", "data.eval_distance=[8,65]"]))
+        validate(
+            compose(["model=attention", "model.max_len=78", "data.distance=8", "data.eval_distance=[8,65]"])
+        )
+
+
+def test_tiny_sample_space_is_refused_before_training(compose) -> None:
+    """16 possible samples (8 relations x 2 nouns) cannot fill three disjoint splits: a clear error."""
+    with pytest.raises(ConfigError, match="sample space is too small"):
+        validate(compose(["data.distance=0", "data.num_nouns=2", "data.max_offset=0"]))

@@ -1,0 +1,177 @@
+"""Items 5 and 6: a sweep's wall time with the joblib preset against the sequential launcher, and the time
+from the command to the first training step."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, Section, alternate, median, ratios, spread
+
+TRAIN = [sys.executable, "-m", "longrange.experiments.train"]
+GRID = ["model=lstm,gru", "data.distance=8,16"]
+SMALL = [
+    "trainer.max_steps=60",
+    "trainer.val_check_interval=30",
+    "train.eval_samples=64",
+    "trainer.enable_progress_bar=false",
+]
+LAUNCHERS = {
+    "joblib: hydra/launcher=cpu_parallel, 2 jobs x 1 thread": ["hydra/launcher=cpu_parallel", "threads=1"],
+    "basic: hydra/launcher=basic, 1 job x 2 threads": ["hydra/launcher=basic", "threads=2"],
+}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "1"}
+
+
+def run_sweep(launcher: list[str], out: Path) -> float:
+    command = [*TRAIN, "-m", *GRID, *SMALL, *launcher, f"hydra.sweep.dir={out}"]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, env=_env(), check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    results = [json.loads(p.read_text()) for p in out.rglob("result.json")]
+    if len(results) != 4 or any(r["status"] != "ok" for r in results):
+        raise RuntimeError(f"sweep in {out} did not finish all 4 jobs")
+    return seconds
+
+
+def sweep(quick: bool) -> Section:
+    section = Section(
+        "sweep", "5. Sweep wall time: joblib preset (2 jobs x 1 thread) vs sequential (2 threads)"
+    )
+    repeats = 1 if quick else 2
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(100))
+        sides = {
+            name: (lambda args=args: run_sweep(args, Path(tmp) / f"sweep{next(counter)}"))
+            for name, args in LAUNCHERS.items()
+        }
+        found = alternate(sides, repeats)
+    joblib, basic = found.values()
+    section.text(
+        "The same 4-job grid (`" + " ".join(GRID) + "`, " + ", ".join(SMALL[:3]) + ") from the command line, "
+        "start-up, validation, test and the end-of-run diagnostics included, each sweep in a fresh folder; "
+        "the two launchers alternated. Target: joblib at least 1.7x faster."
+    )
+    names = list(LAUNCHERS)
+    section.table(
+        ["launcher", "wall time", "speed-up of joblib"],
+        [
+            [names[0], f"{median(joblib):.1f} s", spread(ratios(basic, joblib)) + "x"],
+            [names[1], f"{median(basic):.1f} s", ""],
+        ],
+    )
+    section.text(
+        "A sweep cannot beat its longest job plus start-up: with 2 cores, joblib's speed-up is capped by "
+        "(a) the cores being shared with everything else on the machine (see the load average), "
+        "(b) each joblib worker importing torch and Lightning once (~3-5 s, in parallel), (c) jobs of "
+        "unequal length (GRU is slower than LSTM) leaving one core idle at the end."
+    )
+    return section
+
+
+STARTUP_CHILD = r"""
+import sys, time
+marks = {"interpreter": time.time()}
+import longrange.experiments.train as train
+marks["imports"] = time.time()
+import pytorch_lightning as pl
+
+class Clock(pl.Callback):
+    def on_fit_start(self, trainer, module):
+        marks["fit start"] = time.time()
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if "first step" not in marks:
+            marks["first step"] = time.time()
+    def on_train_end(self, trainer, module):
+        marks["train end"] = time.time()
+
+original = train.callbacks
+train.callbacks = lambda cfg, out: [*original(cfg, out), Clock()]
+sys.argv = ["train", *sys.argv[1:]]
+try:
+    train.main()
+except SystemExit:
+    pass
+marks["exit"] = time.time()
+print("MARKS", __import__("json").dumps(marks))
+"""
+
+IMPORT_CHILD = "import time, sys; s = time.time(); import {module}; print(time.time() - s)"
+
+
+def startup(quick: bool) -> Section:
+    section = Section("startup", "6. Start-up: from the command to the first training step")
+    repeats = 2 if quick else 3
+    rows = []
+    for module in ("torch", "hydra", "pytorch_lightning", "longrange.experiments.train"):
+        times = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", IMPORT_CHILD.format(module=module)],
+                    cwd=REPO,
+                    env=_env(),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )  # fmt: skip
+            for _ in range(repeats)
+        ]
+        rows.append([f"`import {module}`", f"{median(times):.2f} s"])
+    marks_found, messages = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            command = [
+                sys.executable, "-c", STARTUP_CHILD, "trainer.max_steps=2", "trainer.val_check_interval=2",
+                "train.eval_samples=64", f"hydra.run.dir={tmp}/run{repeat}",
+            ]  # fmt: skip
+            spawn = time.time()
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+            marks = json.loads(done.stdout.split("MARKS", 1)[1])
+            marks_found.append({k: v - spawn for k, v in marks.items()})
+            messages.append(done.stdout + done.stderr)
+    order = ["interpreter", "imports", "fit start", "first step"]
+    labels = {
+        "interpreter": "Python interpreter up",
+        "imports": "project, torch, Lightning, Hydra imported",
+        "fit start": "config composed and validated, task, model, Trainer built",
+        "first step": "first training step starts (data set-up, first batch)",
+    }
+    previous = 0.0
+    timeline = []
+    for key in order:
+        at = median([m[key] for m in marks_found])
+        timeline.append([labels[key], f"{at:.2f} s", f"+{at - previous:.2f} s"])
+        previous = at
+    section.text(
+        "Fresh processes, medians of the repeats. Imports alone (each in its own interpreter, so they "
+        "overlap: `pytorch_lightning` includes torch, and torch._dynamo through lightning_fabric):"
+    )
+    section.table(["import", "time"], rows)
+    section.text(
+        "A run of the default config (`python -m longrange.experiments.train trainer.max_steps=2 ...`), "
+        "timestamps since the command was issued:"
+    )
+    section.table(["reached", "at", "step"], timeline)
+    noise = {
+        "Lightning's litlogger tip": "litlogger",
+        "torch _pytree FutureWarning (LeafSpec)": "LeafSpec",
+        "'GPU available: False' banner": "GPU available",
+    }
+    section.text(
+        "Console noise of that run: "
+        + "; ".join(
+            f"{name}: {'printed' if any(n in m for m in messages) else 'silenced'}"
+            for name, n in noise.items()
+        )
+        + "."
+    )
+    return section
