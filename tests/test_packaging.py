@@ -31,8 +31,8 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path: Path) -> None:
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = sh(python, "-c", "import longrange.datasets as d, longrange.conf as c; print(d.__file__, c.__file__)",
-               cwd=elsewhere)  # fmt: skip
+    probe = "import longrange.datasets as d, longrange.conf as c; print(d.__file__, c.__file__)"
+    where = sh(python, "-c", probe, cwd=elsewhere)
     assert "site-packages" in where and str(ROOT) not in where
     # no top-level `datasets` package is installed that would shadow Hugging Face's
     probe = "import importlib.util as u; print(u.find_spec('datasets'), u.find_spec('models'))"
