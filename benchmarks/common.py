@@ -42,6 +42,7 @@ def machine() -> dict[str, str]:
         "pytorch-lightning": pl.__version__,
         "hydra-core": hydra.__version__,
         "GPU": "none (CUDA available: no)" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        "OMP_WAIT_POLICY (benchmark process)": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp: spin)"),
     }
 
 
@@ -109,7 +110,7 @@ def si(value: float, unit: str = "") -> str:
     return f"{value:.0f}{unit}"
 
 
-def write_results(sections: list[Section], command: str, elapsed: float) -> Path:
+def write_results(sections: list[Section], command: str, elapsed: float, peak_load: float = 0.0) -> Path:
     """Write RESULTS.md: the header, then every section; sections not rerun keep their previous text."""
     previous = _read_sections(RESULTS.read_text()) if RESULTS.exists() else {}
     for section in sections:
@@ -132,6 +133,14 @@ def write_results(sections: list[Section], command: str, elapsed: float) -> Path
         f"| last command | `{command}` ({elapsed:.0f} s, {time.strftime('%Y-%m-%d %H:%M')}) |",
         "",
     ]
+    cores = int(info["nproc"])
+    if peak_load > 0.5 * cores:
+        header += [
+            f"**Loaded machine**: other jobs shared the {cores} cores during the last run (1-minute load "
+            f"average up to {peak_load:.1f}). Absolute times and rates are pessimistic and noisy; the "
+            "ratios, measured in alternation, are the reliable figures.",
+            "",
+        ]
     body = [
         f"<!-- section:{name} -->\n{previous[name]}<!-- /section:{name} -->\n"
         for name in BENCHMARKS

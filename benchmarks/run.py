@@ -8,20 +8,29 @@ python -m benchmarks.run --list
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-import time
-import warnings
-from collections.abc import Callable
+import os
 
-from benchmarks.common import Section, load_average, write_results
+# Before torch (and with it libgomp) is loaded: idle OpenMP threads sleep instead of spinning. With the
+# default (spinning) policy, 2 torch threads on a machine whose other core is busy run 10-100x slower
+# than 1 (see the `threads` benchmark). Benchmarks that compare the default policy set it explicitly in
+# their child processes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from benchmarks.common import Section, load_average, write_results  # noqa: E402
 
 # name -> (module, function): imported lazily so that `--list` and one benchmark start quickly
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "generator": ("benchmarks.generator", "generator_throughput"),
     "generator_share": ("benchmarks.generator", "generator_share"),
     "throughput": ("benchmarks.training", "throughput"),
+    "threads": ("benchmarks.training", "thread_policy"),
     "lightning": ("benchmarks.lightning_overhead", "lightning_overhead"),
     "rnn": ("benchmarks.training", "rnn_scaling"),
     "sweep": ("benchmarks.sweep", "sweep"),
@@ -69,20 +78,23 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
     warnings.filterwarnings("ignore")
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    import pytorch_lightning  # noqa: F401  # sets its loggers' levels on import: quiet them afterwards
 
-    start, sections = time.perf_counter(), []
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    start, sections, peak_load = time.perf_counter(), [], os.getloadavg()[0]
     for name in args.names or list(BENCHMARKS):
         began = time.perf_counter()
         print(f"[{name}] running (load average {load_average()})", flush=True)
         section = _function(name)(args.quick)
+        peak_load = max(peak_load, os.getloadavg()[0])
         sections.append(section)
         print("\n".join(section.lines), flush=True)
         print(f"[{name}] {time.perf_counter() - began:.0f} s", flush=True)
     if not args.no_write:
         command = "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv)
-        path = write_results(sections, command.strip(), time.perf_counter() - start)
+        path = write_results(sections, command.strip(), time.perf_counter() - start, peak_load)
         print(f"wrote {path}")
 
 

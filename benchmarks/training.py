@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -71,7 +74,7 @@ class Trainee:
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 @contextlib.contextmanager
@@ -87,7 +90,7 @@ def threads(count: int) -> Iterator[None]:
 def throughput(quick: bool) -> Section:
     section = Section("throughput", "2. Training throughput (tokens/s, forward + backward + AdamW, batch 64)")
     lengths = (16, 64, 256, 1024)
-    repeats, min_time = (1, 0.2) if quick else (2, 0.4)
+    repeats, min_time = (1, 0.2) if quick else (2, 0.3)
     rows = []
     for name in model_names():
         cells = [(L, BATCH) for L in lengths] + ([(4096, 8)] if name == "attention" else [])
@@ -111,8 +114,11 @@ def throughput(quick: bool) -> Section:
             )
     section.text(
         "One optimiser step of each default model (conf/model/*.yaml) on the coref task, plain PyTorch loop "
-        "(see `Trainee`), 1 and 2 torch threads measured in alternation. Attention at L=4096 uses batch 8 "
-        "(a batch-64 step takes minutes on this CPU); tokens/s barely depends on the batch at that size."
+        "(see `Trainee`), 1 and 2 torch threads measured in alternation, with `OMP_WAIT_POLICY=PASSIVE` "
+        "(set by benchmarks/run.py; with libgomp's default spinning, 2 threads on this shared machine were "
+        "10-100x slower than 1, see `threads`). Attention at L=4096 uses batch 8 (a batch-64 step takes "
+        "over a minute on this CPU); tokens/s barely depends on the batch at that size. L includes the "
+        "coref task's max_offset of 8."
     )
     section.table(["model", "L", "batch", "1 thread", "2 threads", "2 / 1 threads"], rows)
     return section
@@ -135,39 +141,48 @@ def denormals(flush: bool) -> Iterator[None]:
 def rnn_scaling(quick: bool) -> Section:
     section = Section("rnn", "4. RNN step time against L (batch 64, 1 thread)")
     lengths = (128, 256, 512, 1024)
-    repeats = 2 if quick else 3
-    rows, linearity = [], {}
+    rounds = 2 if quick else 4
+    rows = []
     for name in [n for n in model_names() if n in ("lstm", "gru", "rnn")]:
-        base: dict[str, float] = {}
-        for length in lengths:
-            trainee = Trainee(name, length - CorefRecall().seq_len(0))
+        trainees = {L: Trainee(name, L - CorefRecall().seq_len(0)) for L in lengths}
+        seconds: dict[tuple[int, bool], list[float]] = {(L, f): [] for L in lengths for f in (True, False)}
+        for turn in range(rounds):  # every length and both settings once per round, order alternating
+            for L in lengths if turn % 2 == 0 else reversed(lengths):
+                for flush in (True, False) if turn % 2 == 0 else (False, True):
+                    with threads(1), denormals(flush):
+                        start = time.perf_counter()
+                        trainees[L].step()
+                        seconds[L, flush].append(time.perf_counter() - start)
 
-            def step_seconds(flush: bool, trainee: Trainee = trainee) -> float:
-                with threads(1), denormals(flush):
-                    return seconds_per_call(trainee.step, min_time=0.0, min_calls=1)
+        def per_token(L: int, flush: bool, seconds: dict = seconds) -> list[float]:
+            """Per-token time relative to L=128 measured in the same round."""
+            return [
+                (t / L) / (t0 / 128) for t, t0 in zip(seconds[L, flush], seconds[128, flush], strict=True)
+            ]
 
-            found = alternate({"off": lambda: step_seconds(False), "on": lambda: step_seconds(True)}, repeats)
-            on, off = median(found["on"]), median(found["off"])
-            base.setdefault("on", on / length)
-            base.setdefault("off", off / length)
+        for L in lengths:
+            on, off = median(seconds[L, True]), median(seconds[L, False])
             rows.append(
                 [
                     name,
-                    length,
+                    L,
                     f"{off * 1e3:.0f} ms",
-                    f"{(off / length) / base['off']:.2f}",
+                    f"{median(per_token(L, False)):.2f}",
                     f"{on * 1e3:.0f} ms",
-                    f"{(on / length) / base['on']:.2f}",
-                    spread(ratios(found["off"], found["on"]), 1) + "x",
-                    si(BATCH * length / on),
+                    spread(per_token(L, True)),
+                    spread(ratios(seconds[L, False], seconds[L, True]), 1) + "x",
+                    si(BATCH * L / on),
                 ]
             )
-            linearity[name] = (on / length) / base["on"]
     section.text(
-        "Step = forward + backward + AdamW of the default backbone with the project's module, fresh batch "
-        "each step. *per token vs L=128* is (step time / L) relative to L=128: 1.00 is linear in L; target "
-        "at most 1.3 at L=1024. *before* = denormal floats not flushed (PyTorch's default), *after* = "
-        "flushed to zero, as models/lstm.py and models/gru.py now do; the two measured in alternation."
+        "Step = forward + backward + AdamW of the default backbone with the project's module (batch 64; "
+        f"L includes the coref task's max_offset). {rounds} rounds, each measuring one step of every L "
+        "with and without the fix, order alternating between rounds. *per token vs L=128* = (step time / L) "
+        "over the same ratio at L=128 in the same round (1.00 = linear in L; target at most 1.3 at L=1024). "
+        "*before* = denormal floats not flushed (PyTorch's default), *after* = flushed to zero, as "
+        "models/lstm.py and models/gru.py now do (models/rnn.py, not part of this change, does not yet: "
+        "in a run of the `rnn` model alone the *before* column applies until it or experiments/train.py "
+        "sets the flag)."
     )
     section.table(
         [
@@ -199,22 +214,23 @@ def rnn_scaling(quick: bool) -> Section:
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 sys.path.insert(0, sys.argv[3])
 from benchmarks.training import Trainee
 from longrange.datasets.coref import CorefRecall
 torch.set_num_threads(1)
 length, batch = int(sys.argv[1]), int(sys.argv[2])
 trainee = Trainee("attention", length - CorefRecall().seq_len(0), batch_size=batch, max_len=max(4096, length))
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-before = rss()
+def status(key):  # kB in /proc/self/status
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
 start = time.perf_counter()
-trainee.step(trainee.batches[0])
-seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"before": before, "peak": peak, "seconds": seconds, "L": trainee.tokens // batch}))
+for batch_ in trainee.batches[:2]:  # the second step also holds AdamW's state
+    trainee.step(batch_)
+seconds = (time.perf_counter() - start) / 2
+found = {"before": before, "peak": status("VmHWM"), "seconds": seconds, "L": trainee.tokens // batch}
+print(json.dumps(found))
 """
 
 
@@ -246,19 +262,66 @@ def attention_memory(quick: bool) -> Section:
     slope = (m1 - m0) / (l1 - l0)  # GB per token of L, from the two longest
     largest = int(l1 + (8 - m1) / slope) if slope > 0 else None
     section.text(
-        "One training step (forward, backward, AdamW) of the default attention model (d_model 64, 2 layers, "
-        "4 heads, d_ff 256; `max_len` raised where L > 4096) in a fresh process per L. *process peak* = "
-        "peak resident memory of the whole process (Python, torch, model, batch and the step); *step* = "
-        "peak minus resident memory just before the step. *explicit (L, L)* = what the attention scores "
-        "and softmax weights alone would take if materialised (4 bytes x B x heads x L^2, kept for backward, "
-        "2 layers); `scaled_dot_product_attention` (CPU flash kernel) never materialises them, so memory "
-        "grows linearly in L."
+        "Two training steps (forward, backward, AdamW) of the default attention model (d_model 64, "
+        "2 layers, 4 heads, d_ff 256; `max_len` raised where L > 4096) in a fresh process per L. "
+        "*process peak* = peak resident memory of the whole process during the steps (Python, torch, "
+        "model, batches and the steps; the peak is reset just before them); *steps* = peak minus resident "
+        "memory just before. *explicit (L, L)* = what the attention scores and softmax weights alone would "
+        "take if materialised (4 bytes x B x heads x L^2, kept for backward, 2 layers); "
+        "`scaled_dot_product_attention` (CPU flash kernel) never materialises them, so memory grows "
+        "linearly in L."
     )
-    section.table(["L", "process peak", "step", "explicit (L, L) would need", "step time"], rows)
+    section.table(["L", "process peak", "steps", "explicit (L, L) would need", "time per step"], rows)
     if largest:
         section.text(
             f"Extrapolating linearly from the two longest L ({slope * 1024:.2f} GB per 1024 tokens): the "
             f"largest L that trains at batch 64 within 8 GB is about **{largest:,}** (process peak). "
             "Beyond 4096 set `model.max_len`."
         )
+    return section
+
+
+THREADS_CHILD = r"""
+import json, sys, torch
+sys.path.insert(0, sys.argv[4])
+from benchmarks.common import seconds_per_call
+from benchmarks.training import Trainee
+from longrange.datasets.coref import CorefRecall
+name, length, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+trainee = Trainee(name, length - CorefRecall().seq_len(0))
+torch.set_num_threads(count)
+print(json.dumps({"seconds": seconds_per_call(trainee.step, min_time=0.3, min_calls=2)}))
+"""
+
+
+def thread_policy(quick: bool) -> Section:
+    """1 thread against 2 threads with libgomp's default (spinning) and passive waiting, fresh processes."""
+    section = Section("threads", "2b. Two threads: OpenMP's spin-waiting on a shared machine")
+    repeats, name, length = (1 if quick else 2), "lstm", 64
+    policies = {
+        "1 thread": (1, None),
+        "2 threads, OMP_WAIT_POLICY unset (spin, the default)": (2, None),
+        "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, "PASSIVE"),
+    }
+
+    def child(count: int, policy: str | None) -> float:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        if policy:
+            env["OMP_WAIT_POLICY"] = policy
+        command = [sys.executable, "-c", THREADS_CHILD, name, str(length), str(count), str(REPO)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+        return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+
+    found = alternate({k: partial(child, *v) for k, v in policies.items()}, repeats)
+    one = found["1 thread"]
+    rows = [[k, f"{median(v) * 1e3:.1f} ms", spread(ratios(v, one)) + "x"] for k, v in found.items()]
+    section.text(
+        f"One training step of the default {name} at L={length}, batch 64, in a fresh process per "
+        "measurement (the policy is read when libgomp loads), the three settings alternated. With the "
+        "default policy an idle OpenMP thread spins; when the other core is busy (another job, another "
+        "user) the spinning thread holds the core its partner needs, and every one of the thousands of "
+        "small parallel regions of an RNN step waits for a scheduler time slice. `OMP_WAIT_POLICY=PASSIVE` "
+        "makes idle threads sleep instead."
+    )
+    section.table(["setting", "step", "vs 1 thread"], rows)
     return section

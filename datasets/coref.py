@@ -159,8 +159,8 @@ class CorefRecall(SyntheticTask):
         shift = torch.randint(0, P + 1, (B, 1), generator=generator)  # o
         extra = self._filled(B, 6 + P, P, generator)[:, 5 : 5 + P]  # (B, P): E
         source = torch.cat([tokens[:, :1], extra, tokens[:, 1:], extra], dim=1)  # (B, L + 2P)
-        window = torch.arange(L + P).add(P) - shift  # (B, L + P): column c reads source column P - o + c
-        shifted = source.gather(1, window)
+        windows = source.unfold(1, L + P, 1)  # (B, P + 1, L + P) view: the windows starting at 0..P
+        shifted = windows[torch.arange(B), P - shift.squeeze(1)]  # row b: window P - o, copied row-wise
         shifted[:, 0] = tokens[:, 0]  # <bos> (column 0 of the window is one before E[P-o])
         return shifted, shift.add_(L - 1)
 
