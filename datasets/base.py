@@ -33,6 +33,9 @@ from torch import Tensor
 
 IGNORE = -100  # torch's cross-entropy ignore_index: positions that are not answers
 NUM_BUCKETS = 16
+# A task whose parameters allow fewer than 2**MIN_SAMPLE_BITS distinct samples refuses them in its
+# constructor: every split's hash buckets must fill quickly (tasks check it with their own count).
+MIN_SAMPLE_BITS = 12
 SPLIT_BUCKETS = {"val": (0,), "test": (1,), "train": tuple(range(2, NUM_BUCKETS))}
 _KEEP = {  # split -> (NUM_BUCKETS,) bool: the buckets the split keeps
     split: torch.isin(torch.arange(NUM_BUCKETS), torch.tensor(buckets))

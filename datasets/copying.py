@@ -41,11 +41,17 @@ import math
 
 import torch
 
-from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch, Vocabulary, check_int
+from longrange.datasets.base import (
+    IGNORE,
+    MIN_SAMPLE_BITS,
+    SyntheticTask,
+    TaskBatch,
+    Vocabulary,
+    check_int,
+)
 
 SPECIALS = ("<pad>", "<bos>")
 BLANK, RECALL = ".", "?"
-MIN_SAMPLE_BITS = 12  # at least 2**12 distinct samples, so every split's hash buckets fill quickly
 
 
 class Copying(SyntheticTask):

@@ -36,12 +36,18 @@ from typing import Literal
 
 import torch
 
-from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch, Vocabulary, check_int
+from longrange.datasets.base import (
+    IGNORE,
+    MIN_SAMPLE_BITS,
+    SyntheticTask,
+    TaskBatch,
+    Vocabulary,
+    check_int,
+)
 
 SPECIALS = ("<pad>", "<bos>")
 TRIGGER = "@"
 TRIGGERS = ("random", "special")
-MIN_SAMPLE_BITS = 12  # at least 2**12 distinct samples, so every split's hash buckets fill quickly
 
 
 class InductionHeads(SyntheticTask):

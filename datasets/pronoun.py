@@ -42,7 +42,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch, Vocabulary, check_int
+from longrange.datasets.base import (
+    IGNORE,
+    MIN_SAMPLE_BITS,
+    SyntheticTask,
+    TaskBatch,
+    Vocabulary,
+    check_int,
+)
 
 SPECIALS = ("<pad>", "<bos>")
 CUE_WORDS = ("the", "because")
@@ -61,7 +68,6 @@ FILLER_PHRASES = (
 )  # fmt: skip
 CUES = ("pronoun", "description", "mixed")
 MENTION = 3  # "the ADJ NOUN"
-MIN_SAMPLE_BITS = 12  # at least 2**12 distinct samples, so every split's hash buckets fill quickly
 
 
 class PronounCoref(SyntheticTask):
