@@ -12,8 +12,8 @@ import os
 
 # Before torch (and with it libgomp) is loaded: idle OpenMP threads sleep instead of spinning. With the
 # default (spinning) policy, 2 torch threads on a machine whose other core is busy run 10-100x slower
-# than 1 (see the `threads` benchmark). Benchmarks that compare the default policy set it explicitly in
-# their child processes.
+# than 1 (see the `threads` benchmark), which would make the 2-thread measurements depend on whatever
+# else runs. Benchmarks that compare the policies set them explicitly in their child processes.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402

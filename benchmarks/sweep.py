@@ -14,10 +14,10 @@ from pathlib import Path
 from benchmarks.common import REPO, Section, alternate, median, ratios, spread
 
 TRAIN = [sys.executable, "-m", "longrange.experiments.train"]
-GRID = ["model=lstm,gru", "data.distance=8,16"]
+GRID = ["model=lstm,gru,attention", "data.distance=8,32"]
 SMALL = [
-    "trainer.max_steps=60",
-    "trainer.val_check_interval=30",
+    "trainer.max_steps=200",
+    "trainer.val_check_interval=100",
     "train.eval_samples=64",
     "trainer.enable_progress_bar=false",
 ]
@@ -40,8 +40,8 @@ def run_sweep(launcher: list[str], out: Path, omp_wait_policy: str | None = None
     subprocess.run(command, cwd=REPO, env=_env(omp_wait_policy), check=True, capture_output=True)
     seconds = time.perf_counter() - start
     results = [json.loads(p.read_text()) for p in out.rglob("result.json")]
-    if len(results) != 4 or any(r["status"] != "ok" for r in results):
-        raise RuntimeError(f"sweep in {out} did not finish all 4 jobs")
+    if len(results) != 6 or any(r["status"] != "ok" for r in results):
+        raise RuntimeError(f"sweep in {out} did not finish all 6 jobs")
     return seconds
 
 
@@ -59,10 +59,10 @@ def sweep(quick: bool) -> Section:
             },
             repeats,
         )
-        spinning = run_sweep(BASIC, next(folders))  # once: 10-100x slower on a busy machine
+        spinning = run_sweep(BASIC, next(folders))  # once: up to 10-100x slower on a busy machine
     joblib, passive = found["joblib"], found["basic, PASSIVE"]
     section.text(
-        "The same 4-job grid (`" + " ".join(GRID) + "`, " + ", ".join(SMALL[:3]) + ") from the command line, "
+        "The same 6-job grid (`" + " ".join(GRID) + "`, " + ", ".join(SMALL[:3]) + ") from the command line, "
         "start-up, validation, test and the end-of-run diagnostics included, each sweep in a fresh folder. "
         f"joblib and the basic launcher with `OMP_WAIT_POLICY=PASSIVE` alternated ({repeats} each); the "
         "basic launcher with the default (spinning) OpenMP policy once, after them. Target: joblib at "
@@ -92,8 +92,9 @@ def sweep(quick: bool) -> Section:
         "With 2 cores, joblib's advantage is capped by (a) the cores being shared with everything else on "
         "the machine (see the load average), (b) each joblib worker importing torch and Lightning once "
         "(~2-3 s, in parallel), (c) jobs of unequal length (GRU is slower than LSTM) leaving a core idle at "
-        "the end, and (d) 2 threads helping these small models a little (see `threads`), so the sequential "
-        "launcher is not 2x slower per job. Without PASSIVE, 2 threads on a busy machine are pathological."
+        "the end, and (d) a second thread speeding up a job where a core is free (see `threads`). "
+        "With the default (spinning) OpenMP policy the sequential launcher's 2 threads collapse whenever "
+        "another process takes a core; with PASSIVE they do not, but gain little for these small models."
     )
     return section
 
