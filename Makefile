@@ -31,7 +31,7 @@ test-all: install
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+import yaml
 from omegaconf import OmegaConf
 
 from benchmarks.common import (
@@ -30,18 +31,26 @@ from benchmarks.common import (
 )
 from longrange.datasets.base import TaskBatch
 from longrange.datasets.coref import CorefRecall
+from longrange.experiments.grid import grid_points, parse_point
 from longrange.models.module import LongRangeModule
 
 BATCH = 64
 
 
-def _sweep_distances(preset: str) -> list[int]:
-    params = OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
-    return [int(d) for d in str(params["data.distance"]).split(",")]
+def sweep_distances(preset: str) -> list[int]:
+    """Every distance a preset's grid trains at (``conf/experiment/PRESET.yaml``), lists flattened: the
+    grid expanded by Hydra's own parser (``longrange.experiments.grid``), e.g. ``8,16,[8,16]`` -> [8, 16]."""
+    params = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml"))
+    found: set[int] = set()
+    for point in grid_points(params["hydra"]["sweeper"]["params"], []):  # type: ignore[index]
+        value = parse_point(point).get("data.distance")
+        if value is not None:
+            value = yaml.safe_load(value) if isinstance(value, str) else value
+            found.update(int(d) for d in (value if isinstance(value, list) else [value]))
+    return sorted(found)
 
 
-DEMO_DISTANCES = _sweep_distances("distance_sweep")  # `make demo`
-LARGE_DISTANCES = _sweep_distances("distance_sweep_large")
+DEMO_DISTANCES = sweep_distances("distance_sweep")  # `make demo`: L = D + 14 (coref, max_offset 8)
 
 
 def model_names() -> list[str]:
@@ -229,6 +238,7 @@ import json, sys, time, torch
 sys.path.insert(0, sys.argv[3])
 from benchmarks.training import Trainee
 from longrange.datasets.coref import CorefRecall
+from longrange.experiments.grid import grid_points, parse_point
 torch.set_num_threads(1)
 length, batch = int(sys.argv[1]), int(sys.argv[2])
 trainee = Trainee("attention", length - CorefRecall().seq_len(0), batch_size=batch, max_len=max(4096, length))
@@ -298,6 +308,7 @@ sys.path.insert(0, sys.argv[4])
 from benchmarks.common import seconds_per_call
 from benchmarks.training import Trainee
 from longrange.datasets.coref import CorefRecall
+from longrange.experiments.grid import grid_points, parse_point
 name, length, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 trainee = Trainee(name, length - CorefRecall().seq_len(0))
 torch.set_num_threads(count)

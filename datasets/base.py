@@ -1,19 +1,18 @@
-"""What every task shares: the vocabulary, the batch format, seeded streams and disjoint splits.
+"""What every task shares: the vocabulary, the batch format, seeded streams, disjoint splits, filler text.
 
-A task is a plain, torch-only generator. It implements one method, ``sample(batch_size, distance,
-generator)``, that returns a :class:`TaskBatch` whose every sample has exactly the requested distance.
-The base class turns that into reproducible train / validation / test streams:
+A task is a plain, torch-only generator. It implements ``sample(batch_size, distance, generator)``, which
+returns a :class:`TaskBatch` whose every sample has exactly the requested distance, and its constructor
+refuses parameters that allow too few distinct samples (``check_sample_space``). The base class turns
+``sample`` into reproducible train / validation / test streams:
 
-* every batch comes from its own ``torch.Generator`` seeded from ``(seed, split, index)``, so a stream can
-  be restarted at any step (resume) and two runs with one seed see the same data (small training batches
-  are generated a block of steps at a time, seeded by the block's first step: still a pure function of
-  the seed and the step);
+* every batch comes from its own ``torch.Generator`` seeded from ``(seed, split, distance, index)``, so a
+  stream can be restarted at any batch (resume) and two runs with one seed see the same data; training
+  batch ``step`` is batch ``step`` of the training stream;
 * the splits are disjoint *by construction*: each sample's tokens are hashed, the hash picks one of
   ``NUM_BUCKETS`` buckets, validation keeps bucket 0, test bucket 1 and training the rest. A test sample
-  can therefore never occur in a training stream, whatever the seed or the size of the sample space
-  (a sample space of a handful of samples may leave a split empty: generate() then raises).
-
-``sample`` must return newly allocated tensors: ``generate`` may overwrite rows of another split in place.
+  can therefore never occur in a training stream, whatever the seed. ``generate`` draws a few more samples
+  than it needs and keeps those of its split (rejection sampling); a sample space so small that a split
+  gets (almost) none of its samples ends in a clear error instead of an endless loop.
 
 Batch format (shared by every task and every model):
     tokens    (B, L) int64   input ids
@@ -26,33 +25,35 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 IGNORE = -100  # torch's cross-entropy ignore_index: positions that are not answers
-NUM_BUCKETS = 16
-# A task whose parameters allow fewer than 2**MIN_SAMPLE_BITS distinct samples refuses them in its
-# constructor: every split's hash buckets must fill quickly (tasks check it with their own count).
-MIN_SAMPLE_BITS = 12
+NUM_BUCKETS = 16  # sample_bucket takes the top 4 bits of a hash
 SPLIT_BUCKETS = {"val": (0,), "test": (1,), "train": tuple(range(2, NUM_BUCKETS))}
+# A task whose parameters allow fewer than 2**MIN_SAMPLE_BITS distinct samples refuses them in its
+# constructor (SyntheticTask.check_sample_space): every split's hash buckets must fill quickly.
+MIN_SAMPLE_BITS = 12
 _KEEP = {  # split -> (NUM_BUCKETS,) bool: the buckets the split keeps
     split: torch.isin(torch.arange(NUM_BUCKETS), torch.tensor(buckets))
     for split, buckets in SPLIT_BUCKETS.items()
 }
-_FRACTION = {split: len(buckets) / NUM_BUCKETS for split, buckets in SPLIT_BUCKETS.items()}
-# Training batches of at least this many tokens are filtered in place (rows of another split overwritten)
-# rather than copied out: fewer bytes moved for large batches, fewer tensor operations for small ones.
-_IN_PLACE_MIN_TOKENS = 1 << 13
-# Training batches of fewer tokens than this are generated several steps at a time (see train_batch).
-_BLOCK_TOKENS, _MAX_BLOCK = 1 << 15, 16
 
 
 class TaskBatch(NamedTuple):
     tokens: Tensor  # (B, L)
     targets: Tensor  # (B, L), IGNORE except at answer positions
     distances: Tensor  # (B, L), IGNORE except at answer positions
+
+    @staticmethod
+    def with_answers(tokens: Tensor, columns: Tensor, targets: Tensor, distance: int) -> TaskBatch:
+        """The batch of ``tokens`` (B, L) whose answer positions are ``columns`` (B, n), where the model
+        must produce ``targets`` (B, n), each at ``distance`` from its source."""
+        ignore = torch.full_like(tokens, IGNORE)
+        return TaskBatch(tokens, ignore.scatter(1, columns, targets), ignore.scatter(1, columns, distance))
 
 
 class Vocabulary:
@@ -84,6 +85,36 @@ class Vocabulary:
         return " ".join(self.words[i] for i in torch.as_tensor(ids).tolist() if i != 0)
 
 
+class PhraseFiller:
+    """Natural-language-like filler: random phrases, drawn uniformly and independently, concatenated and
+    cut at the wanted length. ``filler(B, n, generator)`` is a (B, n) tensor of word ids."""
+
+    def __init__(self, vocab: Vocabulary, phrases: Sequence[str]) -> None:
+        self.phrases = [phrase.split() for phrase in phrases]
+        # (phrases, longest) word ids, each phrase padded with <pad> = 0 (no word of a phrase is <pad>)
+        self.table = pad_sequence([vocab.ids(words) for words in self.phrases], batch_first=True)
+        self.shortest = min(len(words) for words in self.phrases)
+
+    def __call__(self, batch_size: int, length: int, generator: torch.Generator) -> Tensor:
+        count = length // self.shortest + 1  # phrases per row: enough even if all are the shortest
+        phrases = torch.randint(0, len(self.table), (batch_size, count), generator=generator)  # (B, count)
+        words = self.table.index_select(0, phrases.view(-1)).view(batch_size, -1)  # (B, count * longest)
+        real = words > 0  # (B, count * longest) not padding
+        first = real & (real.cumsum(1) <= length)  # the first ``length`` words of each row
+        return words.masked_select(first).view(batch_size, length)
+
+    def count(self, length: int) -> float:
+        """A lower bound of the distinct fillers of ``length`` words: the sequences of whole phrases of
+        ``length`` words in all, made of one phrase per first word (different sequences then differ)."""
+        by_first_word: dict[str, int] = {}
+        for words in self.phrases:
+            by_first_word[words[0]] = min(len(words), by_first_word.get(words[0], len(words)))
+        ways = [1.0]  # ways[n]: such sequences of n words (a float: inf past 2**1024 is fine for a bound)
+        for n in range(1, length + 1):
+            ways.append(sum(ways[n - k] for k in by_first_word.values() if k <= n))
+        return ways[length]
+
+
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     """Raise a ValueError that names the parameter and its allowed range unless low <= value <= high."""
     allowed = f"an integer in [{low}, {'inf' if high is None else high}]"
@@ -94,6 +125,19 @@ def check_int(name: str, value: object, low: int, high: int | None = None) -> in
     return value
 
 
+def distinct(batch_size: int, count: int, n: int, generator: torch.Generator) -> Tensor:
+    """(B, count) indices in [0, n), distinct within a row, in random order: the first ``count`` of a
+    random permutation of ``n`` per row, i.e. the positions of the ``count`` smallest of ``n`` random
+    numbers (topk: sorting all ``n`` is slower); one index is simply a uniform one (cheaper still)."""
+    if count == 1:
+        return torch.randint(0, n, (batch_size, 1), generator=generator)
+    return torch.rand(batch_size, n, generator=generator).topk(count, dim=1, largest=False).indices
+
+
+@overload
+def as_distances(name: str, value: int | Sequence[int]) -> tuple[int, ...]: ...
+@overload
+def as_distances(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] | None: ...
 def as_distances(name: str, value: int | Sequence[int] | None) -> tuple[int, ...] | None:
     """``64`` or ``[4, 8, 16]`` -> a sorted tuple of distinct non-negative integers."""
     if value is None:
@@ -104,26 +148,26 @@ def as_distances(name: str, value: int | Sequence[int] | None) -> tuple[int, ...
     return tuple(sorted({check_int(name, v, 0) for v in values}))
 
 
-def stream_seed(seed: int, split: str, index: int) -> int:
-    """A 63-bit seed for batch ``index`` of ``split``: independent streams, restartable at any index."""
-    digest = hashlib.blake2b(f"{seed}/{split}/{index}".encode(), digest_size=8).digest()
+def stream_seed(seed: int, stream: str, index: int) -> int:
+    """A 63-bit seed for batch ``index`` of ``stream``: independent streams, restartable at any index."""
+    digest = hashlib.blake2b(f"{seed}/{stream}/{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
-_HASH_WEIGHTS = torch.randint(
-    -(2**62), 2**62, (1 << 16,), generator=torch.Generator().manual_seed(12345), dtype=torch.long
-)
+def _hash_weights(length: int, seed: int = 12345) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-(2**62), 2**62, (length,), generator=g, dtype=torch.long)
+
+
+_HASH_WEIGHTS = _hash_weights(1 << 16)
 
 
 def sample_bucket(tokens: Tensor) -> Tensor:
     """(B, L) -> (B,) bucket in [0, NUM_BUCKETS): a hash of the whole token sequence (int64 wrap-around)."""
     length = tokens.shape[1]
-    weights = _HASH_WEIGHTS[:length] if length <= len(_HASH_WEIGHTS) else _long_weights(length)
-    h = tokens @ weights + length  # linear hash, wraps modulo 2**64 (exact in any summation order)
-    h ^= h >> 31  # mix the high bits down before taking a bucket
-    h *= 0x5851F42D4C957F2D
-    h ^= h >> 29
-    return (h >> 40) & (NUM_BUCKETS - 1)
+    weights = _HASH_WEIGHTS[:length] if length <= len(_HASH_WEIGHTS) else _hash_weights(length, length)
+    h = tokens @ weights  # (B,) linear hash, wraps modulo 2**64 (exact in any summation order)
+    return ((h * 0x5851F42D4C957F2D) >> 60) & 15  # multiply-shift: the top 4 bits pick one of 16 buckets
 
 
 def _draw_size(wanted: int, fraction: float) -> int:
@@ -132,41 +176,9 @@ def _draw_size(wanted: int, fraction: float) -> int:
     return math.ceil((wanted + 2 * math.sqrt(wanted * (1 - fraction))) / fraction)
 
 
-class _DrawBudget:
-    """Sizes of the extra draws of one generate() call, and an error instead of an endless loop when the
-    split gets (almost) no samples: a sample space so small (e.g. distance 0 with 2 nouns: 16 distinct
-    samples) that none of its samples hashes into the split's buckets."""
-
-    def __init__(self, task: SyntheticTask, split: str, batch_size: int, distance: int) -> None:
-        self.task, self.split, self.batch_size, self.distance = task, split, batch_size, distance
-        self.fraction = _FRACTION[split]
-        self.left = 1000 * _draw_size(batch_size, self.fraction)  # 1000x the expected need
-
-    def draw(self, missing: int) -> int:
-        size = _draw_size(missing, self.fraction)
-        self.left -= size
-        if self.left < 0:
-            raise ValueError(
-                f"{type(self.task).__name__}: the {self.split!r} split at distance {self.distance} found "
-                f"only {self.batch_size - missing} of {self.batch_size} samples in "
-                f"{1000 * _draw_size(self.batch_size, self.fraction)} draws: the task's sample space is too "
-                "small for disjoint hash splits (lengthen the distance or enlarge the vocabulary)"
-            )
-        return size
-
-
-def _owned(tensor: Tensor) -> Tensor:
-    """``tensor`` itself if it owns contiguous memory, else a copy that does (safe to write rows into)."""
-    return tensor if tensor._base is None and tensor.is_contiguous() else tensor.clone()
-
-
-def _long_weights(length: int) -> Tensor:
-    g = torch.Generator().manual_seed(length)
-    return torch.randint(-(2**62), 2**62, (length,), generator=g, dtype=torch.long)
-
-
 class SyntheticTask:
-    """Base class of every task. Subclasses set ``vocab`` and implement ``sample`` and ``seq_len``.
+    """Base class of every task. Subclasses set ``vocab`` and implement ``sample``, ``seq_len`` and
+    ``chance_level``.
 
     Args:
         distance: the training distance(s): one integer or a list; each training batch draws one of them.
@@ -180,12 +192,9 @@ class SyntheticTask:
         self.train_distances = as_distances("data.distance", distance)
         self.eval_distances = as_distances("data.eval_distance", eval_distance) or self.train_distances
 
-    # --- what a task implements -------------------------------------------------------------------
+    # --- what a task implements (and calls) ----------------------------------------------------------
     def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
-        """``batch_size`` independent samples at ``distance``, drawn with ``generator`` only.
-
-        Return newly allocated tensors: :meth:`generate` overwrites rows of another split in place
-        (views and non-contiguous tensors are copied first, so a cached template is never modified)."""
+        """``batch_size`` independent samples at ``distance``, drawn with ``generator`` only."""
         raise NotImplementedError
 
     def seq_len(self, distance: int) -> int:
@@ -196,6 +205,16 @@ class SyntheticTask:
     def chance_level(self) -> float:
         """Accuracy of a uniform guess among the possible answers."""
         raise NotImplementedError
+
+    def check_sample_space(self, count: float, parameters: str, remedy: str) -> None:
+        """For the constructor: refuse parameters that allow fewer than 2**MIN_SAMPLE_BITS distinct samples
+        (``count``, a lower bound): a sample space that small cannot fill three disjoint hash splits."""
+        if count < 2**MIN_SAMPLE_BITS:
+            raise ValueError(
+                f"{parameters} allows only about 2**{math.log2(max(count, 1)):.1f} distinct samples; "
+                f"allowed: >= 2**{MIN_SAMPLE_BITS} (the hash split into train/val/test needs a large sample "
+                f"space): {remedy}"
+            )
 
     # --- shared machinery -------------------------------------------------------------------------
     @property
@@ -209,73 +228,28 @@ class SyntheticTask:
         stays an independent draw of the split's distribution), draw again in the rare case of too few.
         """
         generator = torch.Generator().manual_seed(stream_seed(seed, f"{split}/d={distance}", index))
-        keep, fraction = _KEEP[split], _FRACTION[split]
-        batch = self.sample(_draw_size(batch_size, fraction), distance, generator)
-        kept = keep[sample_bucket(batch.tokens)]
-        if fraction >= 0.5 and batch.tokens.numel() >= _IN_PLACE_MIN_TOKENS:
-            return self._filter_in_place(batch, kept, batch_size, distance, generator, split)
-        parts, missing, budget = [], batch_size, _DrawBudget(self, split, batch_size, distance)
-        while True:
-            rows = kept.nonzero().flatten()[:missing]
+        fraction = len(SPLIT_BUCKETS[split]) / NUM_BUCKETS
+        parts, missing, drawn, budget = [], batch_size, 0, 1000 * _draw_size(batch_size, fraction)
+        while missing:
+            size = _draw_size(missing, fraction)
+            drawn += size
+            if drawn > budget:  # 1000x the expected need: the split gets (almost) no samples
+                raise ValueError(
+                    f"{type(self).__name__}: the {split!r} split at distance {distance} found only "
+                    f"{batch_size - missing} of {batch_size} samples in {drawn - size} draws: the task's "
+                    "sample space is too small for disjoint hash splits (lengthen the distance or enlarge "
+                    "the vocabulary)"
+                )
+            batch = self.sample(size, distance, generator)
+            rows = _KEEP[split][sample_bucket(batch.tokens)].nonzero().flatten()[:missing]
             parts.append(TaskBatch(*(t.index_select(0, rows) for t in batch)))
             missing -= len(rows)
-            if not missing:
-                return parts[0] if len(parts) == 1 else TaskBatch(*map(torch.cat, zip(*parts, strict=True)))
-            batch = self.sample(budget.draw(missing), distance, generator)
-            kept = keep[sample_bucket(batch.tokens)]
-
-    def _filter_in_place(
-        self,
-        batch: TaskBatch,
-        kept: Tensor,
-        batch_size: int,
-        distance: int,
-        generator: torch.Generator,
-        split: str,
-    ) -> TaskBatch:
-        """The first ``batch_size`` drawn samples, each one of another split overwritten by the next drawn
-        sample of this split: a view of the draw, without copying the whole batch."""
-        out = TaskBatch(*(_owned(t)[:batch_size] for t in batch))
-        holes = (~kept[:batch_size]).nonzero().flatten()
-        donors = kept[batch_size:].nonzero().flatten().add_(batch_size)
-        budget = _DrawBudget(self, split, batch_size, distance)
-        while True:
-            filled = min(len(holes), len(donors))
-            rows, donors = holes[:filled], donors[:filled]
-            for target, source in zip(out, batch, strict=True):
-                target.index_copy_(0, rows, source.index_select(0, donors))
-            holes = holes[filled:]
-            if not len(holes):
-                return out
-            batch = self.sample(budget.draw(len(holes)), distance, generator)
-            donors = _KEEP[split][sample_bucket(batch.tokens)].nonzero().flatten()
+        return parts[0] if len(parts) == 1 else TaskBatch(*map(torch.cat, zip(*parts, strict=True)))
 
     def train_batch(self, batch_size: int, seed: int, step: int) -> TaskBatch:
-        """The training batch of optimiser step ``step``; its distance is drawn from the training set.
+        """The training batch of optimiser step ``step``, at one of the training distances (drawn per step).
 
         A pure function of (seed, step, batch size), so a resumed run sees exactly the batches of an
-        uninterrupted one. Small batches are cut from a block generated for up to ``_MAX_BLOCK``
-        consecutive steps at once (the steps of a block that train at one distance share one
-        ``generate`` call): a call's fixed cost, ~0.1 ms, would otherwise be a few percent of a short step.
-        """
-        distances = self.train_distances
-        pick = _pick(seed, step, len(distances))
-        distance = distances[pick]
-        block = min(_MAX_BLOCK, max(1, _BLOCK_TOKENS // (batch_size * self.seq_len(distance))))
-        if block == 1:
-            return self.generate("train", batch_size, distance, seed, step)
-        first = step - step % block
-        key = (seed, batch_size, first)
-        blocks = self.__dict__.setdefault("_train_blocks", {})  # distance -> (key, steps, batch)
-        if distance not in blocks or blocks[distance][0] != key:
-            steps = [s for s in range(first, first + block) if _pick(seed, s, len(distances)) == pick]
-            batch = self.generate("train", len(steps) * batch_size, distance, seed, first)
-            blocks[distance] = (key, steps, batch)
-        _, steps, batch = blocks[distance]
-        start = steps.index(step) * batch_size
-        return TaskBatch(*(t[start : start + batch_size] for t in batch))
-
-
-def _pick(seed: int, step: int, count: int) -> int:
-    """Which of ``count`` training distances step ``step`` trains at."""
-    return stream_seed(seed, "train/distance", step) % count
+        uninterrupted one."""
+        pick = stream_seed(seed, "train/distance", step) % len(self.train_distances)
+        return self.generate("train", batch_size, self.train_distances[pick], seed, step)

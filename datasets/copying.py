@@ -41,14 +41,7 @@ import math
 
 import torch
 
-from longrange.datasets.base import (
-    IGNORE,
-    MIN_SAMPLE_BITS,
-    SyntheticTask,
-    TaskBatch,
-    Vocabulary,
-    check_int,
-)
+from longrange.datasets.base import SyntheticTask, TaskBatch, Vocabulary, check_int, distinct
 
 SPECIALS = ("<pad>", "<bos>")
 BLANK, RECALL = ".", "?"
@@ -98,13 +91,11 @@ class Copying(SyntheticTask):
                     f"{length - 1} (the symbol copied last has the other length - 1 markers before it)"
                 )
         # Distinct samples: the symbols, and (selective) which region slots hold the first M - 1 of them.
-        count = num_symbols**length * math.comb(self.region - 1, length - 1)
-        if count < 2**MIN_SAMPLE_BITS:
-            raise ValueError(
-                f"data.num_symbols={num_symbols} with data.length={length} allows only {count} distinct "
-                f"samples; allowed: >= {2**MIN_SAMPLE_BITS} (the hash split into train/val/test needs a "
-                "large sample space): raise data.num_symbols or data.length"
-            )
+        self.check_sample_space(
+            num_symbols**length * math.comb(self.region - 1, length - 1),
+            f"data.num_symbols={num_symbols} with data.length={length}",
+            "raise data.num_symbols or data.length",
+        )
 
     @property
     def chance_level(self) -> float:
@@ -119,7 +110,7 @@ class Copying(SyntheticTask):
         symbols = self.symbol_ids[torch.randint(0, self.num_symbols, (B, M), generator=generator)]  # (B, M)
 
         if self.selective:  # the first M - 1 symbols in random slots of 1..R-1, the last one in slot R
-            slots = torch.rand(B, R - 1, generator=generator).argsort(dim=1)[:, : M - 1].sort(dim=1).values
+            slots = distinct(B, M - 1, R - 1, generator).sort(dim=1).values  # (B, M - 1) in 0..R-2
             source = torch.cat([slots + 1, torch.full((B, 1), R)], dim=1)  # (B, M) positions
         else:
             source = torch.arange(1, M + 1).expand(B, M)
@@ -130,8 +121,4 @@ class Copying(SyntheticTask):
         tokens[:, L - M :] = self.vocab.index[RECALL]
         tokens.scatter_(1, source, symbols)
 
-        targets = torch.full((B, L), IGNORE, dtype=torch.long)
-        distances = torch.full((B, L), IGNORE, dtype=torch.long)
-        targets.scatter_(1, answer, symbols)
-        distances[:, L - M :] = D
-        return TaskBatch(tokens, targets, distances)
+        return TaskBatch.with_answers(tokens, answer, symbols, D)

@@ -36,24 +36,53 @@ class FixedBatches(Dataset):
         return self.batches[index]
 
 
+# Evaluation samples are generated in blocks of at most this many tokens (and at most batch_size samples):
+# generating a validation or test sample draws ~16 candidates (hash splits), ~1-2 KB per kept token.
+EVAL_BLOCK_TOKENS = 2**18
+
+
+def samples_within(tokens: int, length: int, most: int) -> int:
+    """Samples of ``length`` tokens per piece so that samples x length <= ``tokens``: at least 1 (a sample
+    is never cut), at most ``most``."""
+    return max(1, min(most, tokens // max(length, 1)))
+
+
 class TaskDataModule(pl.LightningDataModule):
     """Training stream plus validation and test sets of ``eval_samples`` samples per evaluated distance.
 
     Each evaluation batch holds one distance, so no sample is padded and per-distance accuracy is exact.
+    Evaluation batches hold at most ``eval_tokens`` tokens (batch x length; one sample at the least), so
+    a long evaluation distance makes more, smaller batches: it takes longer, not more memory, and a stop
+    request (checked by Lightning between batches) is honoured within one short batch. The samples do
+    not depend on ``eval_tokens``: they are generated in blocks of ``batch_size`` samples (fewer past
+    :data:`EVAL_BLOCK_TOKENS` tokens), as they always were, and only the batches are cut.
     """
 
-    def __init__(self, task: SyntheticTask, batch_size: int, eval_samples: int, seed: int) -> None:
+    def __init__(
+        self,
+        task: SyntheticTask,
+        batch_size: int,
+        eval_samples: int,
+        seed: int,
+        eval_tokens: int | None = None,
+    ) -> None:
         super().__init__()
         self.task, self.batch_size, self.eval_samples, self.seed = task, batch_size, eval_samples, seed
+        self.eval_tokens = eval_tokens
         self._eval: dict[str, FixedBatches] = {}
 
     def eval_set(self, split: str) -> FixedBatches:
         if split not in self._eval:
             batches = []
-            for distance in self.task.eval_distances:
-                for index, start in enumerate(range(0, self.eval_samples, self.batch_size)):
-                    size = min(self.batch_size, self.eval_samples - start)
-                    batches.append(self.task.generate(split, size, distance, self.seed, index))
+            for distance in self.task.eval_distances or ():
+                length = self.task.seq_len(distance)
+                block = samples_within(EVAL_BLOCK_TOKENS, length, self.batch_size)
+                piece = samples_within(self.eval_tokens or block * length, length, block)
+                for index, start in enumerate(range(0, self.eval_samples, block)):
+                    size = min(block, self.eval_samples - start)
+                    generated = self.task.generate(split, size, distance, self.seed, index)
+                    for cut in range(0, len(generated.tokens), piece):
+                        batches.append(TaskBatch(*(t[cut : cut + piece] for t in generated)))
             self._eval[split] = FixedBatches(batches)
         return self._eval[split]
 

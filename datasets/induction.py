@@ -31,19 +31,11 @@ between them; ``s4`` occurs nowhere else (``s2`` repeating is filler, not a ques
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 
-from longrange.datasets.base import (
-    IGNORE,
-    MIN_SAMPLE_BITS,
-    SyntheticTask,
-    TaskBatch,
-    Vocabulary,
-    check_int,
-)
+from longrange.datasets.base import SyntheticTask, TaskBatch, Vocabulary, check_int
 
 SPECIALS = ("<pad>", "<bos>")
 TRIGGER = "@"
@@ -81,15 +73,11 @@ class InductionHeads(SyntheticTask):
         # Distinct samples: the trigger (random), the target and every filler symbol, and the offset o.
         smallest = min(self.train_distances + self.eval_distances)
         choices = num_symbols - 1 if trigger == "random" else num_symbols
-        bits = (smallest + jitter + 1) * math.log2(choices) + math.log2(jitter + 1)
-        bits += math.log2(num_symbols) if trigger == "random" else 0.0
-        if bits < MIN_SAMPLE_BITS:
-            raise ValueError(
-                f"data.distance={smallest} with data.num_symbols={num_symbols} and data.jitter={jitter} "
-                f"allows only about 2**{bits:.1f} distinct samples; allowed: >= 2**{MIN_SAMPLE_BITS} "
-                "(the hash split into train/val/test needs a large sample space): raise data.jitter or "
-                "data.num_symbols"
-            )
+        self.check_sample_space(
+            choices ** (smallest + jitter + 1) * (jitter + 1) * (num_symbols if trigger == "random" else 1),
+            f"data.distance={smallest} with data.num_symbols={num_symbols} and data.jitter={jitter}",
+            "raise data.jitter or data.num_symbols",
+        )
 
     @property
     def chance_level(self) -> float:
@@ -121,8 +109,5 @@ class InductionHeads(SyntheticTask):
         tokens[rows, first] = trigger
         tokens[rows, answer] = trigger
 
-        targets = torch.full((B, L), IGNORE, dtype=torch.long)
-        distances = torch.full((B, L), IGNORE, dtype=torch.long)
-        targets[rows, answer] = tokens[rows, first + 1]
-        distances[rows, answer] = D
-        return TaskBatch(tokens, targets, distances)
+        target = tokens[rows, first + 1]  # (B,) the symbol after the first trigger
+        return TaskBatch.with_answers(tokens, answer[:, None], target[:, None], D)

@@ -39,14 +39,7 @@ import math
 
 import torch
 
-from longrange.datasets.base import (
-    IGNORE,
-    MIN_SAMPLE_BITS,
-    SyntheticTask,
-    TaskBatch,
-    Vocabulary,
-    check_int,
-)
+from longrange.datasets.base import SyntheticTask, TaskBatch, Vocabulary, check_int, distinct
 
 SPECIALS = ("<pad>", "<bos>")
 FILLER = "."
@@ -95,13 +88,11 @@ class MQAR(SyntheticTask):
                     "(2 * num_pairs + spacing - 2: every query comes after the last pair)"
                 )
         # Distinct samples: ordered distinct keys, ordered distinct values, and where the spacing goes.
-        count = math.perm(self.num_symbols, num_pairs) ** 2 * math.comb(num_pairs + spacing, num_pairs)
-        if count < 2**MIN_SAMPLE_BITS:
-            raise ValueError(
-                f"data.vocab_size={vocab_size} with data.num_pairs={num_pairs} and data.spacing={spacing} "
-                f"allows only {count} distinct samples; allowed: >= {2**MIN_SAMPLE_BITS} (the hash split "
-                "into train/val/test needs a large sample space): raise data.vocab_size or data.num_pairs"
-            )
+        self.check_sample_space(
+            math.perm(self.num_symbols, num_pairs) ** 2 * math.comb(num_pairs + spacing, num_pairs),
+            f"data.vocab_size={vocab_size} with data.num_pairs={num_pairs} and data.spacing={spacing}",
+            "raise data.vocab_size or data.num_pairs",
+        )
 
     @property
     def min_distance(self) -> int:
@@ -119,8 +110,8 @@ class MQAR(SyntheticTask):
         L = self.seq_len(D)
 
         # N distinct keys and N distinct values per sample: the first N of a random permutation.
-        keys = torch.rand(B, self.num_symbols, generator=generator).argsort(dim=1)[:, :N]
-        values = torch.rand(B, self.num_symbols, generator=generator).argsort(dim=1)[:, :N]
+        keys = distinct(B, N, self.num_symbols, generator)
+        values = distinct(B, N, self.num_symbols, generator)
         keys, values = self.key_ids[keys], self.value_ids[values]  # (B, N) ids
 
         # Pair i starts at 1 + offset_i + 2i with sorted offsets in [0, S]: S filler tokens spread among them.
@@ -135,8 +126,4 @@ class MQAR(SyntheticTask):
         tokens.scatter_(1, value_position, values)
         tokens.scatter_(1, query_position, keys)
 
-        targets = torch.full((B, L), IGNORE, dtype=torch.long)
-        distances = torch.full((B, L), IGNORE, dtype=torch.long)
-        targets.scatter_(1, query_position, values)
-        distances.scatter_(1, query_position, torch.full((B, N), D))
-        return TaskBatch(tokens, targets, distances)
+        return TaskBatch.with_answers(tokens, query_position, values, D)

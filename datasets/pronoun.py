@@ -36,20 +36,12 @@ guessing among the K + 1 mentioned entities gives 1 / (K + 1).
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from longrange.datasets.base import (
-    IGNORE,
-    MIN_SAMPLE_BITS,
-    SyntheticTask,
-    TaskBatch,
-    Vocabulary,
-    check_int,
-)
+from longrange.datasets.base import PhraseFiller, SyntheticTask, TaskBatch, Vocabulary, check_int
 
 SPECIALS = ("<pad>", "<bos>")
 CUE_WORDS = ("the", "because")
@@ -99,29 +91,36 @@ class PronounCoref(SyntheticTask):
         self.vocab = Vocabulary(SPECIALS, CUE_WORDS, PRONOUNS, ADJECTIVES, nouns, filler_words)
         self.noun_ids = self.vocab.ids(nouns).view(len(PRONOUNS), -1)  # (classes, nouns per class)
         self.pronoun_ids, self.adjective_ids = self.vocab.ids(PRONOUNS), self.vocab.ids(ADJECTIVES)
-        # Filler phrases as one flat id tensor plus start offsets and lengths (for vectorised gathers).
-        phrases = [self.vocab.ids(p.split()) for p in FILLER_PHRASES]
-        self.phrase_tokens = torch.cat(phrases)
-        self.phrase_len = torch.tensor([len(p) for p in phrases])
-        self.phrase_start = torch.cumsum(self.phrase_len, 0) - self.phrase_len
+        self.filler = PhraseFiller(self.vocab, FILLER_PHRASES)
+        # Constant tables of ``sample`` (they depend on the parameters only): the cues by pronoun class
+        # ("because he") and by adjective ("the red"), and the layout of the mentions.
+        because, the = self.vocab.index["because"], self.vocab.index["the"]
+        self.pronoun_cues = torch.stack([torch.full_like(self.pronoun_ids, because), self.pronoun_ids], 1)
+        self.description_cues = torch.stack([torch.full_like(self.adjective_ids, the), self.adjective_ids], 1)
+        self.the = torch.tensor([the])
+        self.mention_columns = torch.arange(MENTION)  # "the ADJ NOUN" from a mention's first column
+        self.slot = torch.arange(self.competitors)  # slot index within a region
+        referent = 1 + MENTION * self.competitors  # the referent's mention: after <bos> and the prefix
+        self.referent_column = torch.tensor([referent])
+        # First column of slot j of each region if all earlier slots' mentions sit at offset 0: prefix from
+        # column 1, middle right after the referent's mention.
+        region_start = torch.tensor([[1], [referent + MENTION]])  # (2, 1)
+        self.slot_columns = region_start + MENTION * self.slot  # (2, K)
         smallest = min(self.train_distances + self.eval_distances)
         if smallest < 1:
             raise ValueError(
                 f"data.distance={smallest} is too short: allowed distances are >= 1 (the cue's first word "
                 "lies between the referent and the answer position)"
             )
-        # Distinct samples, a lower bound: the referent, the cue, the competitors, and the D - 1 filler
-        # tokens when made of one-word phrases only.
-        single = sum(1 for p in FILLER_PHRASES if " " not in p)
-        bits = math.log2(len(ADJECTIVES) * len(nouns) * (2 if cue == "mixed" else 1))
-        bits += competitors * math.log2((len(ADJECTIVES) - 1) * (len(nouns) - self.noun_ids.shape[1]))
-        bits += (smallest - 1) * math.log2(single)
-        if bits < MIN_SAMPLE_BITS:
-            raise ValueError(
-                f"data.distance={smallest} with data.competitors={competitors} allows only about "
-                f"2**{bits:.1f} distinct samples; allowed: >= 2**{MIN_SAMPLE_BITS} (the hash split into "
-                "train/val/test needs a large sample space): raise data.distance or data.competitors"
-            )
+        # Distinct samples, a lower bound: the referent, the cue, the competitors (all before the referent)
+        # and the D - 1 filler words after it.
+        referent = len(ADJECTIVES) * len(nouns) * (2 if cue == "mixed" else 1)
+        competitor = (len(ADJECTIVES) - 1) * (len(nouns) - self.noun_ids.shape[1])
+        self.check_sample_space(
+            referent * competitor**competitors * self.filler.count(smallest - 1),
+            f"data.distance={smallest} with data.competitors={competitors}",
+            "raise data.distance or data.competitors",
+        )
 
     @property
     def chance_level(self) -> float:
@@ -134,73 +133,55 @@ class PronounCoref(SyntheticTask):
         B, K, D = batch_size, self.competitors, distance
         L = self.seq_len(D)
         classes, per_class = self.noun_ids.shape
-        the = self.vocab.index["the"]
+        adjectives = len(ADJECTIVES)
 
-        # The referent, then 2K candidate competitors (K prefix slots, K middle slots; K of them are used):
-        # each of another pronoun class and with another adjective than the referent.
+        # The referent (column 0), then 2K candidate competitors (K prefix slots, K middle slots; K of them
+        # are used): each of another pronoun class and with another adjective than the referent.
+        # (Few tensor operations on purpose: at short lengths each costs as much as the data it makes.)
         klass = torch.randint(0, classes, (B, 1), generator=generator)
-        klass = torch.cat(
-            [klass, (klass + torch.randint(1, classes, (B, 2 * K), generator=generator)) % classes], 1
-        )
-        adjective = torch.randint(0, len(ADJECTIVES), (B, 1), generator=generator)
-        shift = torch.randint(1, len(ADJECTIVES), (B, 2 * K), generator=generator)
-        adjective = torch.cat([adjective, (adjective + shift) % len(ADJECTIVES)], 1)  # (B, 1 + 2K)
-        noun = self.noun_ids[klass, torch.randint(0, per_class, (B, 1 + 2 * K), generator=generator)]
-        adjective = self.adjective_ids[adjective]
+        klass = torch.cat([klass, klass + torch.randint(1, classes, (B, 2 * K), generator=generator)], 1)
+        klass %= classes  # (B, 1 + 2K)
+        adjective = torch.randint(0, adjectives, (B, 1), generator=generator)
+        shift = torch.randint(1, adjectives, (B, 2 * K), generator=generator)
+        adjective = torch.cat([adjective, adjective + shift], 1)
+        adjective %= adjectives  # (B, 1 + 2K)
+        noun = torch.randint(0, per_class, (B, 1 + 2 * K), generator=generator)
+        noun = self.noun_ids.take(noun.add_(klass, alpha=per_class))  # (B, 1 + 2K) word ids
 
-        # Where the mentions go: `after` ~ U[0, min(K, what fits)] competitors in the middle, the rest before.
-        prefix_len, middle_len, referent = MENTION * K, D - 1, 1 + MENTION * K  # referent mention start
-        after = torch.randint(0, min(K, middle_len // MENTION) + 1, (B, 1), generator=generator)
-        slot = torch.arange(K).expand(B, K)
-        starts = torch.cat(
-            [
-                self._starts(1, prefix_len, slot < K - after, generator),
-                torch.full((B, 1), referent),
-                self._starts(referent + MENTION, middle_len, slot < after, generator),
-            ],
-            dim=1,
-        )  # (B, 1 + 2K) in the order prefix slots, referent, middle slots; unused slots write to <bos> at 0
-        order = torch.cat(
-            [torch.arange(1, K + 1), torch.zeros(1, dtype=torch.long), torch.arange(K + 1, 2 * K + 1)]
-        )
-        adjective, noun = adjective[:, order], noun[:, order]  # the same order as ``starts``
+        # Where the mentions go: `after` ~ U[0, min(K, what fits)] competitors in the middle, the rest before,
+        # each region's mentions at sorted random offsets among its filler (`_starts`).
+        after = torch.randint(0, min(K, (D - 1) // MENTION) + 1, (B, 1), generator=generator)
+        starts = self._starts(after, D, generator)  # (B, 1 + 2K), 0 for the unused slots
 
-        tokens = self._filler(B, L, generator)  # (B, L)
-        used = starts > 0
-        tokens.scatter_(1, starts, torch.full_like(starts, the))
-        tokens.scatter_(1, torch.where(used, starts + 1, 0), adjective)
-        tokens.scatter_(1, torch.where(used, starts + 2, 0), noun)
-        tokens[:, 0] = self.vocab.index["<bos>"]  # after the unused slots' writes
+        # Filler, then every mention "the ADJ NOUN" in one scatter_; the unused slots write to column 0,
+        # which <bos> overwrites.
+        tokens = self.filler(B, L, generator)  # (B, L)
+        mentions = torch.stack([self.the.expand(B, 1 + 2 * K), self.adjective_ids.take(adjective), noun], 2)
+        columns = starts[:, :, None] + self.mention_columns * (starts[:, :, None] > 0)  # (B, 1 + 2K, 3)
+        tokens.scatter_(1, columns.view(B, -1), mentions.view(B, -1))
+        tokens[:, 0] = self.vocab.index["<bos>"]
 
         # The cue: "because PRONOUN" or "the ADJ", the referent's own.
+        pronoun_cue = self.pronoun_cues[klass[:, 0]]  # (B, 2)
+        description_cue = self.description_cues[adjective[:, 0]]
         if self.cue == "mixed":
-            pronoun_cue = torch.rand(B, generator=generator) < 0.5
+            pronoun = torch.rand(B, 1, generator=generator) < 0.5
+            tokens[:, L - 2 :] = torch.where(pronoun, pronoun_cue, description_cue)
         else:
-            pronoun_cue = torch.full((B,), self.cue == "pronoun")
-        tokens[:, L - 2] = torch.where(pronoun_cue, self.vocab.index["because"], the)
-        tokens[:, L - 1] = torch.where(pronoun_cue, self.pronoun_ids[klass[:, 0]], adjective[:, K])
+            tokens[:, L - 2 :] = pronoun_cue if self.cue == "pronoun" else description_cue
 
-        targets = torch.full((B, L), IGNORE, dtype=torch.long)
-        distances = torch.full((B, L), IGNORE, dtype=torch.long)
-        targets[:, L - 1], distances[:, L - 1] = noun[:, K], D
-        return TaskBatch(tokens, targets, distances)
+        return TaskBatch.with_answers(tokens, torch.full((B, 1), L - 1), noun[:, :1], D)
 
-    def _starts(self, first: int, length: int, used: Tensor, generator: torch.Generator) -> Tensor:
-        """(B, K) starts of non-overlapping mentions in ``[first, first + length)`` for the used slots (the
-        first ones of each row): sorted random offsets, spaced by a mention. Unused slots get 0."""
-        B, K = used.shape
-        free = length - MENTION * used.sum(1, keepdim=True)  # (B, 1) filler tokens around the used mentions
-        offsets = (torch.rand(B, K, generator=generator) * (free + 1)).long()  # uniform in [0, free]
-        offsets = torch.where(used, offsets, free + 1).sort(dim=1).values  # used slots first, sorted
-        return torch.where(used, first + offsets + MENTION * torch.arange(K), 0)
-
-    def _filler(self, batch_size: int, length: int, generator: torch.Generator) -> Tensor:
-        """(B, length) ids: random filler phrases concatenated, the last one cut at ``length``."""
-        num_phrases = length // int(self.phrase_len.min()) + 1
-        phrases = torch.randint(0, len(self.phrase_len), (batch_size, num_phrases), generator=generator)
-        ends = torch.cumsum(self.phrase_len[phrases], dim=1)  # (B, P) end offset of each phrase
-        position = torch.arange(length).expand(batch_size, length).contiguous()  # (B, length)
-        which = torch.searchsorted(ends, position, right=True)  # phrase index holding each position
-        phrase = phrases.gather(1, which)
-        within = position - (ends.gather(1, which) - self.phrase_len[phrase])
-        return self.phrase_tokens[self.phrase_start[phrase] + within]
+    def _starts(self, after: Tensor, distance: int, generator: torch.Generator) -> Tensor:
+        """(B, 1 + 2K) first columns of the mentions: the referent's (fixed), then K prefix slots and K
+        middle slots, of which the first K - after and the first ``after`` (B, 1) are used: sorted random
+        offsets among each region's filler, spaced by a mention. Unused slots get 0."""
+        B, K = len(after), self.competitors
+        counts = torch.cat([K - after, after], 1)[:, :, None]  # (B, 2, 1) mentions in the prefix, middle
+        lengths = torch.tensor([[MENTION * K], [distance - 1]])  # (2, 1) tokens of each region
+        free = lengths - MENTION * counts  # (B, 2, 1) filler tokens around the mentions of each region
+        used = self.slot < counts  # (B, 2, K): the first `counts` slots of each region
+        offsets = (torch.rand(B, 2, K, generator=generator) * (free + 1)).long()  # uniform in [0, free]
+        offsets = torch.where(used, offsets, free + 1).sort(dim=2).values  # used slots first, sorted
+        starts = (offsets + self.slot_columns) * used  # (B, 2, K)
+        return torch.cat([self.referent_column.expand(B, 1), starts.view(B, 2 * K)], 1)

@@ -8,7 +8,9 @@ sweep grid, before the first job starts) goes through :func:`validate`:
 * ``train`` must match :class:`TrainConfig`; every ``_target_`` node (data, model, trainer, logger) may
   hold only its target's constructor arguments, with values of the annotated types;
 * the task and the model are constructed (cheap: no data, ~100k parameters), so their own range checks
-  run, and the longest sequence must fit the model's ``max_len``.
+  run, and the longest sequence must fit the model's ``max_len``;
+* ``resources`` must match ``resources.ResourcesConfig``, and :class:`ValidateConfig` checks each job's
+  estimated peak memory against its limit (``resources.check``) before anything trains.
 
 Each failure is one line naming the key, the value and what is allowed.
 """
@@ -19,14 +21,18 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-ROOT_KEYS = ("name", "seed", "threads", "data", "model", "train", "trainer", "logger")
+from longrange.experiments import resources
+from longrange.experiments.grid import grid_points
+from longrange.models.module import build_backbone
+
+ROOT_KEYS = ("name", "seed", "threads", "data", "model", "train", "trainer", "logger", "resources")
 TARGET_NODES = ("data", "model", "trainer", "logger")
 
 
@@ -64,13 +70,29 @@ class TrainConfig:
 
 
 def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
-    """Build the object a ``_target_`` node describes (every instantiation in the project comes here)."""
+    """Build the object a ``_target_`` node describes: the task, the trainer, the logger. (The model's node
+    is built by ``models.module.build_backbone``, inside the LightningModule, which also checks the
+    backbone contract; models never import this package.)"""
     return hydra_instantiate(node, _convert_="all", **kwargs)  # plain lists and dicts, never DictConfigs
+
+
+def around(distance: Any, reach: int = 2) -> Any:
+    """OmegaConf resolver ``${around:${data.distance},2}``: a single distance D and its untrained
+    neighbours, ``[D - 2, ..., D + 2]`` (those >= 0), so that one fixed-distance run also measures how much
+    it relies on the exact position (the report's position-reliance column). A list is returned as is
+    (mixed training distances need no neighbours)."""
+    if isinstance(distance, list | tuple) or hasattr(distance, "__len__"):
+        return list(distance)
+    return [d for d in range(int(distance) - reach, int(distance) + reach + 1) if d >= 0]
+
+
+OmegaConf.register_new_resolver("around", around, replace=True)
 
 
 def plain(cfg: DictConfig) -> dict:
     """The resolved config as plain containers (for hparams, hashing and result.json)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    # a DictConfig always converts to a dict (to_container's declared union also covers ListConfigs)
+    return cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -120,7 +142,7 @@ def check_arguments(path: str, values: dict, target: Any) -> None:
 
 def validate(cfg: DictConfig) -> tuple[Any, Any]:
     """Check a composed config (without its ``hydra`` node); returns the constructed (task, backbone)."""
-    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=False))  # a DictConfig: a dict
     missing = _missing_keys(raw)
     if missing:
         raise ConfigError(f"{missing[0]}: no value given (???); set it on the command line or in a preset")
@@ -132,6 +154,13 @@ def validate(cfg: DictConfig) -> tuple[Any, Any]:
             raise ConfigError(f"{key}={raw[key]!r}; allowed: an integer >= {1 if key == 'threads' else 0}")
     check_arguments("train", raw["train"], TrainConfig)
     TrainConfig(**plain(cfg.train))
+    if raw.get("resources") is not None:
+        if not isinstance(raw["resources"], dict):
+            raise ConfigError(
+                f"resources={raw['resources']!r}; allowed: a node with max_memory_gb, eval_tokens"
+            )
+        check_arguments("resources", raw["resources"], resources.ResourcesConfig)
+        resources.ResourcesConfig(**plain(cfg.resources))
     for node in TARGET_NODES:
         if not isinstance(raw.get(node), dict) or "_target_" not in raw[node]:
             raise ConfigError(f"{node}: needs a _target_; choose one of the files in conf/{node}/")
@@ -146,7 +175,7 @@ def validate(cfg: DictConfig) -> tuple[Any, Any]:
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"trainer.max_steps={steps!r} is out of range; allowed: an integer >= 1")
     try:
-        task, backbone = instantiate(cfg.data), instantiate(cfg.model)
+        task, backbone = instantiate(cfg.data), build_backbone(plain(cfg.model))
     except Exception as error:  # hydra wraps the constructor's own error: report that one
         raise ConfigError(str(error.__cause__ or error)) from None
     for distance in task.eval_distances:  # one sample per split: a too small sample space fails here
@@ -174,33 +203,37 @@ def _missing_keys(node: Any, path: str = "") -> list[str]:
 
 class ValidateConfig(Callback):
     """Hydra callback: validate a single run, or every point of a sweep grid, before any job starts
-    (and before Hydra creates any output folder). Hydra turns a callback's exceptions into warnings, so
-    a bad config ends the process here with exit code 2 and the one-line message."""
+    (and before Hydra creates any output folder), and refuse a job whose estimated peak memory exceeds
+    its limit (``resources.check``: the limit of a sweep's jobs accounts for those that run at once).
+    Hydra turns a callback's exceptions into warnings, so a bad config ends the process here with exit
+    code 2 and the one-line message."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            validate(_without_hydra(config))
+            cfg = _without_hydra(config)
+            task, _ = validate(cfg)
+            resources.check(cfg, task)
         except ConfigError as error:
             raise SystemExit(f"config error: {error}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.types import RunMode
 
-        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-        overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
         hydra = GlobalHydra.instance().hydra
-        for batch in BasicSweeper.split_arguments(overrides, None):
-            for job in batch:
-                point = hydra.compose_config(config.hydra.job.config_name, list(job), run_mode=RunMode.RUN)
-                try:
-                    validate(_without_hydra(point))
-                except ConfigError as error:
-                    raise SystemExit(f"config error in sweep point {','.join(job)}: {error}") from None
+        assert hydra is not None
+        points = grid_points(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
+        parallel, reserved = resources.parallel_jobs(config.hydra.get("launcher"), len(points))
+        for point in points:
+            composed = hydra.compose_config(config.hydra.job.config_name, point, run_mode=RunMode.RUN)
+            try:
+                cfg = _without_hydra(composed)
+                task, _ = validate(cfg)
+                resources.check(cfg, task, parallel, reserved)
+            except ConfigError as error:
+                raise SystemExit(f"config error in sweep point {','.join(point)}: {error}") from None
 
 
 def _without_hydra(config: DictConfig) -> DictConfig:
-    cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
+    cfg = OmegaConf.masked_copy(config, [str(k) for k in config.keys() if k != "hydra"])
     return cfg

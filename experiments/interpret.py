@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from longrange.datasets.base import Vocabulary
-from longrange.experiments.diagnostics import attention_figure, attention_maps, has_attention
+from longrange.experiments.figures import attention_figure
+from longrange.experiments.measurements import attention_maps, has_attention
 from longrange.models.module import LongRangeModule
 
 
@@ -31,7 +32,7 @@ def interpret(
     (the message lists the allowed words), an empty sentence or a ``distance`` outside the sentence.
     """
     module = LongRangeModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    vocab = Vocabulary(module.hparams.vocab)
+    vocab = Vocabulary(module.hparams["vocab"])
     words = sentence.split()
     if "<bos>" in vocab.index and words[:1] != ["<bos>"]:
         words = ["<bos>", *words]
@@ -46,6 +47,7 @@ def interpret(
     print(f"prediction after '{' '.join(words)}': {guesses}")
     predicted = vocab.words[int(best.indices[0])]
 
+    antecedent: int | None = None
     if distance is not None:
         antecedent = answer - distance - 1
         if not 0 <= antecedent < answer:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from conftest import CONF
+from helpers import CONF
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
@@ -44,10 +42,10 @@ def test_every_config_file_composes_validates_and_its_targets_import(compose, gr
     ("overrides", "message"),
     [
         (["++misspelled=5"], "misspelled: unknown top-level key; allowed keys: name, seed"),
-        (["++model.hiden_size=5"], "model.hiden_size: unknown key for LSTM; allowed keys: d_input, dropout"),
+        (["++model.widht=5"], "model.widht: unknown key for LSTM; allowed keys: d_input, dropout"),
         (["++data.distanse=5"], "data.distanse: unknown key for CorefRecall; allowed keys: distance"),
         (["++train.lrr=0.1"], "train.lrr: unknown key for TrainConfig; allowed keys: batch_size"),
-        (["model.hidden_size=abc"], "model.hidden_size='abc' has the wrong type; allowed: <class 'int'>"),
+        (["model.width=abc"], "model.width='abc' has the wrong type; allowed: <class 'int'>"),
         (["data.distance=[4,x]"], r"data.distance=\[4, 'x'\] has the wrong type"),
         (["seed=-1"], "seed=-1; allowed: an integer >= 0"),
         (["threads=0"], "threads=0; allowed: an integer >= 1"),
@@ -60,7 +58,7 @@ def test_every_config_file_composes_validates_and_its_targets_import(compose, gr
             ["model=attention", "model.positional=rope"],
             "model.positional='rope'; allowed: sinusoidal, learned",
         ),
-        (["model=attention", "model.num_heads=5"], "model.num_heads=5 must divide model.d_model=64"),
+        (["model=attention", "model.num_heads=5"], "model.num_heads=5 must divide model.width=64"),
         (["model=attention", "model.max_len=64", "data.distance=100"], "longer than model.max_len=64"),
         (["data.num_nouns=???"], "data.num_nouns: no value given"),
         (["++model._target_=no.such.Model"], "model._target_='no.such.Model' cannot be imported"),
@@ -71,7 +69,9 @@ def test_bad_config_fails_naming_the_key(compose, overrides: list[str], message:
         validate(compose(overrides))
 
 
-def test_defaults_are_the_documented_ones(compose) -> None:
+def test_defaults_are_the_documented_ones_and_instantiated_in_four_places(compose) -> None:
     cfg = compose([])
-    assert cfg.data.distance == 32 and cfg.model.forget_bias == 1.0 and cfg.seed == 0 and cfg.threads == 1
-    assert Path(CONF / "config.yaml").read_text().count("_target_") == 1  # only the validation callback
+    assert cfg.data.distance == 32 and cfg.seed == 0 and cfg.threads == 1
+    assert cfg.model._target_.endswith(".LSTM") and cfg.data._target_.endswith(".CorefRecall")
+    found = [path for path, _ in targets(OmegaConf.to_container(cfg, resolve=False))]
+    assert found == ["data", "model", "trainer", "logger"]  # no _target_ hidden anywhere else

@@ -7,28 +7,25 @@ diagnostic and no attention map.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import read_json, tensorboard_events, train_job
 
 from longrange.datasets.coref import CorefRecall
-from longrange.experiments.diagnostics import (
-    DIAGNOSTICS_FILE,
-    attention_figure,
+from longrange.experiments.analysis import load_jobs
+from longrange.experiments.figures import attention_figure, to_image
+from longrange.experiments.interpret import main as interpret_main
+from longrange.experiments.measurements import (
     collect_answers,
     gradient_flow,
     last_answers,
     memory_probe,
-    plot_diagnostics,
     probe_offsets,
-    to_image,
 )
-from longrange.experiments.interpret import main as interpret_main
-from longrange.experiments.train import train
+from longrange.experiments.report import diagnostics_figures, diagnostics_panels
+from longrange.experiments.results import DIAGNOSTICS_FILE, write_json_atomic
 from longrange.models.module import LongRangeModule
 
 DISTANCE = 4
@@ -36,6 +33,7 @@ LENGTH = DISTANCE + 6  # coref without offset: L = D + 6, the answer is the last
 TINY = [
     f"data.distance={DISTANCE}",
     "data.max_offset=0",
+    "data.load=0",
     "data.num_nouns=8",
     "train.batch_size=32",
     "train.eval_samples=64",
@@ -50,39 +48,23 @@ TINY = [
 
 
 def run_tiny(out_dir: Path, overrides: list[str]) -> Path:
-    with initialize_config_module("longrange.conf", version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                *TINY,
-                *overrides,
-                f"trainer.default_root_dir={out_dir}",
-                f"logger.save_dir={out_dir}",
-            ],
-        )
-    train(cfg, out_dir)
+    train_job(out_dir, *TINY, *overrides)
     return out_dir
 
 
 @pytest.fixture(scope="module")
 def attention_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = ["model=attention", "model.d_model=32", "model.num_heads=2", "model.d_ff=64"]
+    model = ["model=attention", "model.width=32", "model.num_heads=2", "model.d_ff=64"]
     return run_tiny(tmp_path_factory.mktemp("attention"), model)
 
 
 @pytest.fixture(scope="module")
 def gru_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_tiny(tmp_path_factory.mktemp("gru"), ["model=gru", "model.hidden_size=32", "model.d_input=32"])
+    return run_tiny(tmp_path_factory.mktemp("gru"), ["model=gru", "model.width=32", "model.d_input=32"])
 
 
 def read(run_dir: Path, name: str) -> dict:
-    return json.loads((run_dir / name).read_text())
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
-    accumulator.Reload()
-    return accumulator
+    return read_json(run_dir / name)
 
 
 # --- the attention model: it learns to look at the antecedent, and TensorBoard shows it -------------
@@ -97,7 +79,7 @@ def test_attention_mass_on_the_antecedent_is_far_above_uniform(attention_run: Pa
 
 
 def test_event_files_hold_attention_images_and_scalars(attention_run: Path) -> None:
-    accumulator, diagnostics = events(attention_run), read(attention_run, DIAGNOSTICS_FILE)
+    accumulator, diagnostics = tensorboard_events(attention_run), read(attention_run, DIAGNOSTICS_FILE)
     images = accumulator.Tags()["images"]
     assert {f"attention/d={DISTANCE}", "diagnostics/gradient_flow", "diagnostics/memory_probe"} <= set(images)
     heatmaps = accumulator.Images(f"attention/d={DISTANCE}")
@@ -132,7 +114,7 @@ def test_a_model_without_attention_gets_the_other_diagnostics(gru_run: Path) -> 
     assert diagnostics["attention_mass"] == {} and diagnostics["attention_uniform"] == {}
     assert len(diagnostics["gradient_norm"][str(DISTANCE)]) == LENGTH - 1
     assert len(diagnostics["probe_accuracy"][str(DISTANCE)]) == len(probe_offsets(DISTANCE))
-    accumulator = events(gru_run)
+    accumulator = tensorboard_events(gru_run)
     assert set(accumulator.Tags()["images"]) == {"diagnostics/gradient_flow", "diagnostics/memory_probe"}
     assert not [t for t in accumulator.Tags()["scalars"] if "attn_mass" in t]
 
@@ -153,7 +135,7 @@ def test_the_antecedent_sits_at_p_minus_d_minus_1() -> None:
 def test_probe_and_gradient_flow_work_on_an_untrained_lstm() -> None:
     torch.manual_seed(0)
     task = CorefRecall(distance=8, num_nouns=4, max_offset=0)
-    model = {"_target_": "longrange.models.lstm.LSTM", "d_input": 16, "hidden_size": 16}
+    model = {"_target_": "longrange.models.lstm.LSTM", "d_input": 16, "width": 16}
     module = LongRangeModule(model=model, vocab=task.vocab.words).eval()
     fit = last_answers(task.generate("train", 128, 8, seed=0))[8]
     score = last_answers(task.generate("val", 32, 8, seed=0))[8]
@@ -203,31 +185,37 @@ def test_interpret_rejects_unknown_words_and_lists_the_allowed_ones(attention_ru
 
 
 # --- the sweep report's figures -------------------------------------------------------------------
-def test_plot_diagnostics_draws_per_model_figures(attention_run: Path, gru_run: Path, tmp_path: Path) -> None:
-    runs = [read(attention_run, "result.json"), read(gru_run, "result.json")]
-    stale = read(gru_run, "result.json") | {"config_hash": "another config", "run_dir": str(gru_run)}
-    missing = runs[0] | {"run_dir": str(tmp_path / "no-such-run")}
-    written = plot_diagnostics([*runs, stale, missing], tmp_path / "report")
-    names = ["gradient_flow.png", "memory_probe.png", "attention_mass.png"]
-    assert written == [tmp_path / "report" / name for name in names]
-    assert all(path.read_bytes().startswith(b"\x89PNG") for path in written)
-    assert plot_diagnostics([missing], tmp_path / "empty") == []
+def test_report_draws_diagnostics_per_series_skipping_stale_files(
+    attention_run: Path, gru_run: Path, tmp_path: Path
+) -> None:
+    """One panel per series; a diagnostics.json from another config in the same folder is not drawn."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    for name, run in (("attention", attention_run), ("gru", gru_run), ("stale", gru_run)):
+        shutil.copytree(run, sweep / name)
+    stale = read(sweep / "stale", DIAGNOSTICS_FILE) | {"config_hash": "another config"}
+    write_json_atomic(sweep / "stale" / DIAGNOSTICS_FILE, stale)
+    written = diagnostics_figures(load_jobs(sweep), tmp_path / "report")
+    assert sorted(written) == ["attention_mass", "gradient_flow", "memory_probe"]
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in written.values())
+    assert diagnostics_figures([], tmp_path / "empty") == {}
 
 
-@pytest.mark.slow
-def test_diagnostics_cost_under_5_percent_of_a_default_run(tmp_path: Path) -> None:
-    """The default attention run at distance 64 (about a minute on one CPU thread)."""
-    with initialize_config_module("longrange.conf", version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "model=attention",
-                "data.distance=64",
-                "trainer.enable_progress_bar=false",
-                f"trainer.default_root_dir={tmp_path}",
-                f"logger.save_dir={tmp_path}",
-            ],
-        )
-    train(cfg, tmp_path)
-    cost, wall = read(tmp_path, DIAGNOSTICS_FILE)["cost_s"], read(tmp_path, "result.json")["wall_time_s"]
-    assert cost < 0.05 * wall
+def test_diagnostics_never_average_two_series(tmp_path: Path) -> None:
+    """Two budgets of one model are two series, so two panels: not one panel holding their mean."""
+    for steps, norm in ((250, 1.0), (500, 3.0)):
+        run = tmp_path / f"steps={steps}"
+        config = {"model": {"_target_": "x.GRU"}, "data": {"distance": 4}, "trainer": {"max_steps": steps}}
+        result = {"status": "ok", "config": config, "config_hash": str(steps), "parameters": 1, "steps": 1}
+        write_json_atomic(run / "result.json", result)
+        diagnostics = {
+            "gradient_norm": {4: {0: norm}},
+            "probe_accuracy": {4: {0: 1.0}},
+            "probe_chance": {4: 0.5},
+        }
+        write_json_atomic(run / DIAGNOSTICS_FILE, diagnostics | {"config_hash": str(steps)})
+    panels, _ = diagnostics_panels(load_jobs(tmp_path))
+    gradients = panels["gradient_flow"]
+    assert sorted(gradients) == ["gru max_steps=250", "gru max_steps=500"]
+    assert [gradients[s][4][0] for s in sorted(gradients)] == [1.0, 3.0]  # not their mean, 2.0

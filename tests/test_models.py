@@ -8,11 +8,15 @@ import torch.nn.functional as F
 
 from longrange.datasets.coref import CorefRecall
 from longrange.experiments.config import plain
+from longrange.models import Backbone, state_tensors
 from longrange.models.module import LongRangeModule
 
+SHIPPED = ("lstm", "gru", "attention", "rnn", "bag")  # the classic comparison set
+ZOO = ("window_attention", "linear_attention", "deltanet", "mamba", "mlstm")  # the modern models
 
-def backbone_config(compose, name: str) -> dict:
-    return plain(compose([f"model={name}"]).model)
+
+def backbone_config(compose, name: str, *overrides: str) -> dict:
+    return plain(compose([f"model={name}", *overrides]).model)
 
 
 @pytest.fixture
@@ -23,6 +27,7 @@ def module(compose, model_name: str) -> LongRangeModule:
 
 def test_contract_shapes(module: LongRangeModule) -> None:
     backbone = module.backbone
+    assert isinstance(backbone, Backbone)
     assert isinstance(backbone.d_input, int) and isinstance(backbone.d_output, int)
     assert backbone.max_len is None or backbone.max_len > 0
     x = torch.randn(3, 17, backbone.d_input)  # (B, L, d_input)
@@ -36,7 +41,7 @@ def test_contract_shapes(module: LongRangeModule) -> None:
 
 def test_causal(module: LongRangeModule) -> None:
     """The features at position t do not depend on inputs after t: their gradient there is zero."""
-    backbone, L, t = module.backbone.eval(), 12, 5
+    backbone, L, t = module.backbone.eval(), 40, 21
     x = torch.randn(2, L, backbone.d_input, requires_grad=True)
     features = backbone(x)  # (B, L, d_output); a random readout (a plain sum is constant after LayerNorm)
     (features[:, t] * torch.randn(backbone.d_output)).sum().backward()
@@ -44,8 +49,47 @@ def test_causal(module: LongRangeModule) -> None:
     assert x.grad[:, : t + 1].abs().sum() > 0
 
 
-def test_parameter_count_is_reported(module: LongRangeModule) -> None:
-    assert module.num_parameters == sum(p.numel() for p in module.parameters()) > 1000
+def run_steps(backbone: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """The recurrent form over a whole sequence: (B, L, d_output) features and the last state."""
+    outputs, state = [], None
+    for t in range(x.shape[1]):
+        y, state = backbone.step(x[:, t], state)
+        outputs.append(y)
+    return torch.stack(outputs, dim=1), state
+
+
+@pytest.mark.parametrize("length", [1, 37, 70])
+def test_training_and_recurrent_forms_agree_in_float64(module: LongRangeModule, length: int) -> None:
+    """``forward`` (parallel or chunked) and ``step`` (one position at a time) are the same function.
+    Lengths that are not a multiple of any chunk size exercise the padding of chunked forms."""
+    backbone = module.backbone.double().eval()
+    torch.manual_seed(1)
+    x = torch.randn(3, length, backbone.d_input, dtype=torch.float64)
+    with torch.no_grad():
+        expected = backbone(x)
+        stepped, _ = run_steps(backbone, x)
+    assert stepped.shape == expected.shape
+    torch.testing.assert_close(stepped, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("length", [5, 64])
+def test_state_size_counts_what_the_recurrent_form_carries(module: LongRangeModule, length: int) -> None:
+    """The reported state size is the number of floats per sample that ``step`` really carries."""
+    backbone, batch = module.backbone.eval(), 2
+    with torch.no_grad():
+        _, state = run_steps(backbone, torch.randn(batch, length, backbone.d_input))
+    tensors = state_tensors(state)
+    assert tensors and all(t.shape[0] == batch for t in tensors)  # batch first, one state per sample
+    carried = sum(t[0].numel() for t in tensors if t.is_floating_point())
+    assert backbone.state_size(length) == carried
+
+
+def test_num_parameters_counts_embedding_backbone_and_readout(compose) -> None:
+    """Closed form for the LSTM (4 gates of input, recurrent and two bias terms), plus embedding and head."""
+    vocab = CorefRecall().vocab.words
+    module = LongRangeModule(backbone_config(compose, "lstm", "model.width=10", "model.d_input=6"), vocab)
+    V, d, h = len(vocab), 6, 10
+    assert module.num_parameters == V * d + 4 * (d * h + h * h + 2 * h) + (h * V + V)
 
 
 def test_overfits_one_small_batch(module: LongRangeModule) -> None:
@@ -64,9 +108,7 @@ def test_overfits_one_small_batch(module: LongRangeModule) -> None:
 
 def test_default_models_have_matched_parameter_counts(compose) -> None:
     vocab = CorefRecall().vocab.words
-    counts = {
-        n: LongRangeModule(backbone_config(compose, n), vocab).num_parameters
-        for n in ("lstm", "gru", "attention", "rnn")  # the shipped comparison set
-    }
+    names = sorted(set(SHIPPED) | set(ZOO))
+    counts = {n: LongRangeModule(backbone_config(compose, n), vocab).num_parameters for n in names}
     assert max(counts.values()) <= 1.10 * min(counts.values()), counts
     assert all(90_000 <= c <= 120_000 for c in counts.values()), counts

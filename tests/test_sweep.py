@@ -13,21 +13,27 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import run_cli, sweep_results
 
 from longrange.experiments.report import report
 
-TINY = ["trainer.max_steps=3", "trainer.val_check_interval=3", "train.eval_samples=16", "train.batch_size=8"]
+TINY = [
+    "data.load=0",
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=3",
+    "train.eval_samples=16",
+    "train.batch_size=8",
+]
 
 
 def sweep(sweep_dir: Path, *overrides: str, launcher: str = "basic") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "longrange.experiments.train", "-m", "experiment=distance_sweep",
-               f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", "model=gru,attention",
-               "data.distance=2,5", *TINY, *overrides]  # fmt: skip
-    return subprocess.run(command, cwd=sweep_dir.parent, capture_output=True, text=True, timeout=600)
+    args = ["-m", "experiment=distance_sweep", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}",
+            "model=gru,attention", "data.distance=2,5", *TINY, *overrides]  # fmt: skip
+    sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    return run_cli(args, cwd=sweep_dir.parent)
 
 
-def results(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+results = sweep_results
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,10 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sweep_writes_one_folder_per_job_named_by_its_overrides(finished_sweep: Path) -> None:
     found = results(finished_sweep)
     assert len(found) == 4 and all(r["status"] == "ok" for r in found.values())
-    assert "data.distance=5,model=gru,seed=0,train.batch_size=8,train.eval_samples=16," in "".join(found)
+    assert (
+        "data.distance=5,data.load=0,model=gru,seed=0,train.batch_size=8,train.eval_samples=16,"
+        in "".join(found)
+    )
     assert {r["choices"]["model"] for r in found.values()} == {"gru", "attention"}
     assert len({r["config_hash"] for r in found.values()}) == 4
     assert sorted(p.name for p in finished_sweep.parent.iterdir()) == ["tiny"]  # nothing outside the sweep
@@ -72,7 +81,8 @@ def test_report_matches_the_result_files(finished_sweep: Path) -> None:
         assert int(row["parameters"]) == result["parameters"] and int(row["steps"]) == result["steps"]
     assert paths["plot"].stat().st_size > 10_000
     table = paths["markdown"].read_text()
-    assert "| gru | 5 |" in table and "recall horizon" in table and "4 jobs: 4 ok" in table
+    assert "## Regime: fixed" in table and "| gru | " in table and "4 jobs: 4 ok" in table
+    assert "horizon (>= 0.9)" in table
 
 
 def test_report_lists_missing_and_failed_jobs(finished_sweep: Path, tmp_path: Path) -> None:
@@ -95,7 +105,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_tensorboard_serves_accuracy_against_distance(finished_sweep: Path) -> None:
+def test_tensorboard_serves_the_report_and_every_job(finished_sweep: Path) -> None:
+    """TensorBoard's own server reads the sweep: the report's figures and table in the ``summary`` run, and
+    every job's training curves."""
     report(finished_sweep)
     port = free_port()
     server = subprocess.Popen(
@@ -103,23 +115,23 @@ def test_tensorboard_serves_accuracy_against_distance(finished_sweep: Path) -> N
          "--port", str(port), "--reload_interval", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+    def get(path: str) -> dict:
+        return json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/{path}", timeout=5))
+
     try:
-        tags, deadline = {}, time.time() + 90
+        images, deadline = {}, time.time() + 90
         while time.time() < deadline:
             try:
-                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
-                tags = json.load(urllib.request.urlopen(url, timeout=5))
-                if "summary/gru" in tags and "summary/attention" in tags:
+                images = get("images/tags")
+                if "summary" in images and len(get("scalars/tags")) == 4:
                     break
             except OSError:
                 pass
             time.sleep(1)
-        assert "accuracy_vs_distance/test_acc" in tags["summary/gru"]
-        url = (f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=summary/gru"
-               "&tag=accuracy_vs_distance/test_acc")  # fmt: skip
-        steps = [point[1] for point in json.load(urllib.request.urlopen(url, timeout=5))]
-        assert steps == [2, 5]  # step = distance
-        assert any(run.endswith("tensorboard") for run in tags)  # the jobs' own training curves too
+        assert "Sweep/accuracy vs distance" in images["summary"]
+        assert "Sweep/report/text_summary" in get("text/tags")["summary"]
+        assert all(run.endswith("tensorboard") for run in get("scalars/tags"))  # one run per job
     finally:
         server.terminate()
         server.wait(timeout=30)

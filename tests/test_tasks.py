@@ -1,20 +1,20 @@
-"""The task suite (MQAR, copying, selective copying, induction heads, pronoun coreference): exact distance
-at every answer, correct and unique answers, disjoint vocabularies, seeds, bad parameters, and a short
-training run of each task through the real configs."""
+"""The task suite. Per task: every answer is correct, unique and exactly ``distance`` after its source (MQAR,
+copying, selective copying, induction heads, pronoun coreference; coref has tests/test_coref.py). For every
+file in conf/data/ (a new task YAML is tested without editing this file): seeds, disjoint splits, a short
+training run through the real configs, and every point of the presets that sweep it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config, train_job
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from taskcheck import answer_positions, check_batch, task_from_config
 
 from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch
 from longrange.datasets.copying import BLANK, RECALL, Copying
@@ -22,25 +22,7 @@ from longrange.datasets.induction import TRIGGER, InductionHeads
 from longrange.datasets.mqar import FILLER, MQAR
 from longrange.datasets.pronoun import ADJECTIVES, NOUNS_BY_PRONOUN, PRONOUNS, PronounCoref
 from longrange.experiments.config import validate
-from longrange.experiments.train import train
-
-NEW_TASKS = ("mqar", "copying", "selective_copying", "induction", "pronoun")
-
-
-def answer_positions(batch: TaskBatch) -> list[list[int]]:
-    return [row.nonzero().flatten().tolist() for row in batch.targets != IGNORE]
-
-
-def check_common(task: SyntheticTask, batch: TaskBatch, distance: int, answers_per_sample: int) -> None:
-    """Shapes, one distance value, targets only at answers, and token ids inside the vocabulary."""
-    B, L = batch.tokens.shape
-    assert L == task.seq_len(distance) and batch.targets.shape == batch.distances.shape == (B, L)
-    is_answer = batch.targets != IGNORE
-    assert torch.equal(is_answer, batch.distances != IGNORE)
-    assert (is_answer.sum(1) == answers_per_sample).all()
-    assert (batch.distances[is_answer] == distance).all()
-    assert batch.tokens.min() >= 1 and batch.tokens.max() < len(task.vocab)  # never <pad>
-    assert (batch.tokens[:, 0] == task.vocab.index["<bos>"]).all()
+from longrange.experiments.grid import grid_points
 
 
 # --- MQAR -----------------------------------------------------------------------------------------
@@ -53,7 +35,7 @@ def test_mqar_every_query_is_exact_and_unique(
 ) -> None:
     task = MQAR(distance=distance, num_pairs=num_pairs, vocab_size=vocab_size, spacing=spacing)
     batch = task.generate("train", 300, distance, seed=1)
-    check_common(task, batch, distance, num_pairs)
+    check_batch(task, batch, distance, num_pairs)
     keys, values = set(task.key_ids.tolist()), set(task.value_ids.tolist())
     assert not keys & values and task.vocab.index[FILLER] not in keys | values
     region = 2 * num_pairs + spacing  # the pairs sit in positions 1..region
@@ -79,7 +61,7 @@ def test_mqar_every_query_is_exact_and_unique(
 def test_copying_every_symbol_is_reproduced_exactly_distance_later(distance: int, length: int) -> None:
     task = Copying(distance=distance, length=length, num_symbols=16)
     batch = task.generate("val", 200, distance, seed=2)
-    check_common(task, batch, distance, length)
+    check_batch(task, batch, distance, length)
     for tokens, targets, positions in zip(batch.tokens, batch.targets, answer_positions(batch), strict=True):
         assert positions == list(range(len(tokens) - length, len(tokens)))
         assert (tokens[positions] == task.vocab.index[RECALL]).all()
@@ -97,7 +79,7 @@ def test_selective_copying_reproduces_the_scattered_symbols_in_order(
     task = Copying(distance=distance, length=length, num_symbols=16, selective=True, region=region)
     region = task.region
     batch = task.generate("train", 200, distance, seed=3)
-    check_common(task, batch, distance, length)
+    check_batch(task, batch, distance, length)
     is_symbol = torch.isin(batch.tokens, task.symbol_ids)
     assert not is_symbol[:, region + 1 :].any() and (is_symbol.sum(1) == length).all()
     assert (batch.tokens[:, region] != task.vocab.index[BLANK]).all()  # the last symbol fills the last slot
@@ -120,7 +102,7 @@ def test_selective_copying_reproduces_the_scattered_symbols_in_order(
 def test_induction_target_follows_the_only_earlier_trigger(trigger: str, distance: int, jitter: int) -> None:
     task = InductionHeads(distance=distance, num_symbols=8, trigger=trigger, jitter=jitter)
     batch = task.generate("test", 300, distance, seed=4)
-    check_common(task, batch, distance, 1)
+    check_batch(task, batch, distance, 1)
     starts = set()
     for tokens, targets, positions in zip(
         batch.tokens.tolist(), batch.targets.tolist(), answer_positions(batch), strict=True
@@ -141,7 +123,7 @@ def test_induction_target_follows_the_only_earlier_trigger(trigger: str, distanc
 def test_pronoun_refers_to_exactly_one_entity(cue: str, distance: int, competitors: int) -> None:
     task = PronounCoref(distance=distance, competitors=competitors, cue=cue)
     batch = task.generate("train", 300, distance, seed=5)
-    check_common(task, batch, distance, 1)
+    check_batch(task, batch, distance, 1)
     words = task.vocab.words
     pronoun_of = {noun: pronoun for pronoun, nouns in NOUNS_BY_PRONOUN.items() for noun in nouns}
     cues, first_mentioned = set(), 0
@@ -168,34 +150,32 @@ def test_pronoun_refers_to_exactly_one_entity(cue: str, distance: int, competito
         assert 0 < first_mentioned < len(batch.tokens)
 
 
-# --- every task: vocabulary, seeds, splits, bad parameters -------------------------------------------
-TASKS = {
-    "mqar": lambda: MQAR(distance=[24, 40], num_pairs=4, vocab_size=32),
-    "copying": lambda: Copying(distance=[8, 20], length=4),
-    "selective_copying": lambda: Copying(distance=[8, 20], length=4, selective=True),
-    "induction": lambda: InductionHeads(distance=[8, 20]),
-    "pronoun": lambda: PronounCoref(distance=[8, 20], competitors=2),
-}
+# --- every task in conf/data/: seeds, splits, the error for a tiny sample space --------------------------
+def two_distance_task(data_name: str) -> SyntheticTask:
+    """The task of conf/data/``data_name``.yaml trained at its default distance and 12 more."""
+    (distance,) = task_from_config(data_name).train_distances
+    return task_from_config(data_name, distance=[distance, distance + 12])
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_same_seed_same_data_different_seed_different_data(name: str) -> None:
-    task = TASKS[name]()
-    a = [task.train_batch(32, seed=7, step=s) for s in range(4)]
-    b = [task.train_batch(32, seed=7, step=s) for s in range(4)]
-    c = [task.train_batch(32, seed=8, step=s) for s in range(4)]
+def test_same_seed_same_data_different_seed_different_data(data_name: str) -> None:
+    task = two_distance_task(data_name)
+    a = [task.train_batch(32, seed=7, step=s) for s in range(6)]
+    b = [task.train_batch(32, seed=7, step=s) for s in range(6)]
+    c = [task.train_batch(32, seed=8, step=s) for s in range(6)]
     assert all(torch.equal(x, y) for u, v in zip(a, b, strict=True) for x, y in zip(u, v, strict=True))
     assert not all(
         x.tokens.shape == z.tokens.shape and torch.equal(x.tokens, z.tokens)
         for x, z in zip(a, c, strict=True)
     )
     assert all(len(set(map(tuple, x.tokens.tolist()))) > 30 for x in a)  # samples within a batch differ
+    assert len({x.tokens.shape[1] for x in a + c}) == 2  # training draws both configured distances
+    for x in a:
+        check_batch(task, x, int(x.distances.max()), int((x.targets[0] != IGNORE).sum()))
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_splits_are_disjoint_and_decode_round_trips(name: str) -> None:
-    task = TASKS[name]()
-    distance = task.train_distances[0]
+def test_splits_are_disjoint_and_decode_round_trips(data_name: str) -> None:
+    task = task_from_config(data_name)
+    (distance,) = task.train_distances
     train_rows = {
         tuple(r) for s in range(8) for r in task.generate("train", 256, distance, 0, s).tokens.tolist()
     }
@@ -203,7 +183,33 @@ def test_splits_are_disjoint_and_decode_round_trips(name: str) -> None:
     assert not train_rows & {tuple(r) for r in val.tolist()}
     for row in val[:4]:
         assert torch.equal(task.vocab.encode(task.vocab.decode(row)), row)
+    with pytest.raises(ValueError, match="unknown words.*allowed words"):
+        task.vocab.encode("spaceship")
     assert 0 < task.chance_level < 1
+
+
+class OneSample(SyntheticTask):
+    """A task without a sample-space check of its own: every sample is the same."""
+
+    def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
+        tokens = torch.ones(batch_size, self.seq_len(distance), dtype=torch.long)
+        return TaskBatch(tokens, torch.full_like(tokens, IGNORE), torch.full_like(tokens, IGNORE))
+
+    def seq_len(self, distance: int) -> int:
+        return distance + 2
+
+
+def test_a_split_without_samples_fails_clearly_instead_of_looping() -> None:
+    """The one sample hashes into one bucket: two of the three splits never get a sample."""
+    task, failed = OneSample(distance=3), []
+    for split in ("train", "val", "test"):
+        try:
+            assert task.generate(split, 4, 3, seed=0).tokens.shape == (4, 5)
+        except ValueError as error:
+            assert f"the {split!r} split at distance 3 found only 0 of 4 samples" in str(error)
+            assert "sample space is too small" in str(error)
+            failed.append(split)
+    assert len(failed) == 2
 
 
 @pytest.mark.parametrize(
@@ -218,7 +224,7 @@ def test_splits_are_disjoint_and_decode_round_trips(name: str) -> None:
         (lambda: MQAR(distance=21, num_pairs=8, spacing=8), r"data.distance=21 is too short .* >= 22"),
         (
             lambda: MQAR(distance=0, num_pairs=1, vocab_size=8, spacing=0),
-            r"data.vocab_size=8 .* only 16 distinct",
+            r"data.vocab_size=8 .* only about 2\*\*4.0 distinct samples; allowed: >= 2\*\*12",
         ),
         (lambda: MQAR(eval_distance=[-1]), r"data.eval_distance=-1"),
         (lambda: Copying(length=0), r"data.length=0 is out of range; allowed: .*\[1, 1024\]"),
@@ -227,7 +233,10 @@ def test_splits_are_disjoint_and_decode_round_trips(name: str) -> None:
         (lambda: Copying(region=20), r"data.region=20 only applies to selective copying"),
         (lambda: Copying(selective=True, length=8, region=8), r"data.region=8 is out of range"),
         (lambda: Copying(selective="yes"), r"data.selective='yes'; allowed: true or false"),
-        (lambda: Copying(distance=2, length=2, num_symbols=4), r"data.num_symbols=4 .* only 16 distinct"),
+        (
+            lambda: Copying(distance=2, length=2, num_symbols=4),
+            r"data.num_symbols=4 .* only about 2\*\*4.0 distinct",
+        ),
         (
             lambda: InductionHeads(num_symbols=2),
             r"data.num_symbols=2 is out of range; allowed: .*\[3, 1024\]",
@@ -300,7 +309,7 @@ def test_the_source_is_exactly_distance_back_for_any_valid_parameters(
     task, every_answer_exact = task_and_exact
     (distance,) = task.train_distances
     batch = task.generate(split, 16, distance, seed)
-    check_common(task, batch, distance, int((batch.targets[0] != IGNORE).sum()))
+    check_batch(task, batch, distance, int((batch.targets[0] != IGNORE).sum()))
     for tokens, targets, positions in zip(batch.tokens, batch.targets, answer_positions(batch), strict=True):
         exact = positions if every_answer_exact else positions[-1:]  # the diagnostics use the last answer
         for p in exact:
@@ -309,60 +318,45 @@ def test_the_source_is_exactly_distance_back_for_any_valid_parameters(
 
 # --- every task with every model, through the real configs --------------------------------------------
 def test_every_task_validates_with_every_model(compose, data_name: str, model_name: str) -> None:
-    task, backbone = validate(compose([f"data={data_name}", f"model={model_name}"]))
-    assert task.max_seq_len <= (backbone.max_len or task.max_seq_len)
+    validate(compose([f"data={data_name}", f"model={model_name}"]))  # raises on any mismatch
 
 
-SMOKE = [("mqar", "attention"), ("copying", "lstm"), ("selective_copying", "gru"), ("induction", "attention"),
-         ("pronoun", "lstm")]  # fmt: skip
-
-
-def smoke_train(tmp_path: Path, data: str, model: str) -> None:
-    overrides = [f"data={data}", f"model={model}", "trainer=debug", "train.eval_samples=16"]
-    overrides += [f"trainer.default_root_dir={tmp_path}", f"logger.save_dir={tmp_path}"]
-    with initialize_config_module("longrange.conf", version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    train(cfg, tmp_path)
-    result = json.loads((tmp_path / "result.json").read_text())
+def check_training_run(tmp_path: Path, *overrides: str) -> None:
+    result = train_job(tmp_path, *overrides, "trainer=debug", "train.eval_samples=16")
     assert result["status"] == "ok" and result["steps"] == 4 and 0.0 <= result["val_acc"] <= 1.0
-    assert set(result["test_acc_per_distance"]) == {str(cfg.data.distance)}  # one tag per configured distance
+    distance = result["config"]["data"]["distance"]
+    assert set(map(int, result["test_acc_per_distance"])) == {distance}  # one per configured distance
 
 
-@pytest.mark.parametrize(("data", "model"), SMOKE)
-def test_each_task_trains_end_to_end(tmp_path: Path, data: str, model: str) -> None:
-    smoke_train(tmp_path, data, model)
+def test_each_task_trains_end_to_end(tmp_path: Path, data_name: str) -> None:
+    check_training_run(tmp_path, f"data={data_name}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("data", NEW_TASKS)
-def test_each_task_trains_with_each_model(tmp_path: Path, data: str, model_name: str) -> None:
-    smoke_train(tmp_path, data, model_name)
+def test_each_task_trains_with_each_model(tmp_path: Path, data_name: str, model_name: str) -> None:
+    check_training_run(tmp_path, f"data={data_name}", f"model={model_name}")
 
 
 # --- the presets: every grid point is a valid config ------------------------------------------------------
 SHORT = {"mqar": ["data.num_pairs=3", "data.spacing=0"]}  # MQAR's minimum distance is 2 N + spacing - 2
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["experiment=capacity_sweep"],
-        *(["experiment=length_extrapolation", f"data={d}", *SHORT.get(d, [])] for d in ("coref", *NEW_TASKS)),
-        *(
-            pytest.param(
-                ["experiment=distance_sweep", f"data={d}", *SHORT.get(d, [])], marks=pytest.mark.slow
-            )
-            for d in NEW_TASKS
-        ),
-    ],
-    ids=lambda overrides: " ".join(o.split("=")[1] for o in overrides[:2]),
-)
-def test_every_point_of_the_presets_is_valid(overrides: list[str]) -> None:
+def check_every_point(overrides: list[str]) -> None:
     """Each job of the sweep, as Hydra's basic sweeper would launch it, passes the config validation."""
     with initialize_config_module("longrange.conf", version_base="1.3"):
-        sweep = hydra_compose("config", overrides=overrides, return_hydra_config=True).hydra.sweeper.params
-        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweep.items()])
-        jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-        assert len(jobs) > 1
-        for job in jobs:
-            validate(hydra_compose("config", overrides=overrides + job))
+        params = hydra_compose("config", overrides=overrides, return_hydra_config=True).hydra.sweeper.params
+    points = grid_points(params, overrides)
+    assert len(points) > 1
+    for point in points:
+        validate(compose_config(point))
+
+
+@pytest.mark.parametrize(
+    "preset", ["length_extrapolation", pytest.param("distance_sweep", marks=pytest.mark.slow)]
+)
+def test_every_point_of_the_presets_is_valid_for_every_task(preset: str, data_name: str) -> None:
+    check_every_point([f"experiment={preset}", f"data={data_name}", *SHORT.get(data_name, [])])
+
+
+def test_every_point_of_the_capacity_sweep_is_valid() -> None:
+    check_every_point(["experiment=capacity_sweep"])

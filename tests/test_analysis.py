@@ -1,0 +1,123 @@
+"""The report's numbers from result files: regimes, series, controls, position reliance, selection on
+validation. Synthetic result.json files, so every expected number is known exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from longrange.experiments.analysis import (
+    aggregate,
+    baseline_of,
+    below_baseline,
+    load_jobs,
+    regime,
+    select_on_validation,
+)
+from longrange.experiments.report import report
+from longrange.experiments.results import write_json_atomic
+
+
+def write_job(
+    sweep: Path, name: str, model: str, distance: Any, test: dict, val: dict | None = None, **config: Any
+) -> None:
+    """A finished job's result.json: ``test`` / ``val`` map distance -> accuracy. ``config`` sets more of
+    the config: ``seed``, ``eval_distance`` and ``data`` entries, ``width``, other sections; ``state``
+    the state size."""
+    data = {"distance": distance, "eval_distance": config.pop("eval_distance", None)} | config.pop("data", {})
+    node = {"_target_": f"x.{model}", "width": config.pop("width", 64)}
+    state, val = config.pop("state", 240), val or test
+    full = {"model": node, "data": data, "seed": config.pop("seed", 0), "train": {"lr": 1e-3}} | config
+    result = {
+        "status": "ok", "config": full, "config_hash": name, "choices": {"model": model}, "chance": 1 / 32,
+        "parameters": 1000, "steps": 10, "state_size": {str(d): state for d in test},
+        "test_acc_per_distance": {str(d): a for d, a in test.items()}, "test_acc": min(test.values()),
+        "val_acc_per_distance": {str(d): a for d, a in val.items()}, "val_acc": min(val.values()),
+    }  # fmt: skip
+    write_json_atomic(sweep / name / "result.json", result)
+
+
+@pytest.mark.parametrize(
+    ("distance", "eval_distance", "expected"),
+    [
+        (16, None, "fixed"),
+        (16, [14, 15, 16, 17, 18], "fixed"),  # neighbours measure position reliance, not a regime change
+        ([8, 16, 32], None, "mixed"),
+        ([8, 16, 32], [8, 32], "mixed"),
+        ([8, 16], [8, 16, 32, 256], "extrapolation"),
+        ([8, 16], [4, 8, 16], "extrapolation"),
+    ],
+)
+def test_regime_from_the_training_and_evaluation_distances(distance, eval_distance, expected) -> None:
+    assert regime({"data.distance": distance, "data.eval_distance": eval_distance}) == expected
+
+
+def test_fixed_runs_give_one_point_and_their_neighbours_give_position_reliance(tmp_path: Path) -> None:
+    for d in (8, 16):
+        near = {d - 2: 0.1, d - 1: 0.2, d: 1.0, d + 1: 0.3, d + 2: 0.4}
+        write_job(tmp_path, f"a{d}", "attention", d, eval_distance=list(near), test=near)
+    table = aggregate(load_jobs(tmp_path))
+    cells = table[("fixed", "attention")]
+    assert sorted(cells) == [8, 16]  # the curve holds the training distances only
+    assert cells[8].accuracies == [1.0] and cells[8].neighbours == [pytest.approx(0.25)]
+    text = report(tmp_path)["markdown"].read_text()
+    assert "0.250 (trained: 1.000)" in text  # mean over the untrained D-2..D+2, beside the trained accuracy
+
+
+def test_mixed_runs_give_a_curve_per_distance_and_seeds_are_averaged(tmp_path: Path) -> None:
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        write_job(tmp_path, f"g{seed}", "gru", [8, 16], seed=seed, test={8: 1.0, 16: acc})
+    cells = aggregate(load_jobs(tmp_path))[("mixed", "gru")]
+    assert cells[16].mean == pytest.approx(0.6) and len(cells[16].accuracies) == 2
+    assert cells[16].ci95 == pytest.approx(12.71 * 0.1414213 / 1.4142136, rel=1e-4)  # t(1) * sd / sqrt(2)
+
+
+def test_series_below_the_order_free_baseline_are_marked(tmp_path: Path) -> None:
+    write_job(tmp_path, "bag", "bag", [8, 16], test={8: 0.5, 16: 0.5})
+    write_job(tmp_path, "lstm", "lstm", [8, 16], test={8: 1.0, 16: 0.03})
+    write_job(tmp_path, "gru", "gru", [8, 16], test={8: 1.0, 16: 0.49})  # within the margin: not marked
+    table = aggregate(load_jobs(tmp_path))
+    baseline = baseline_of(table, "mixed", "lstm")
+    assert baseline is table[("mixed", "bag")] and baseline_of(table, "mixed", "bag") is None
+    assert below_baseline(table[("mixed", "lstm")][16], baseline[16])
+    assert not below_baseline(table[("mixed", "lstm")][8], baseline[8])
+    assert not below_baseline(table[("mixed", "gru")][16], baseline[16])
+    text = report(tmp_path)["markdown"].read_text()
+    assert "| lstm | 1.000 | 0.030 † |" in text and "| gru | 1.000 | 0.490 |" in text
+    assert "below the order-free baseline (`bag`): failure to learn, not a memory limit" in text
+
+
+def test_selection_uses_validation_and_reports_test(tmp_path: Path) -> None:
+    """The learning rate with the best validation accuracy wins even when another has a better test score."""
+    for lr, val, test in ((1e-3, 0.9, 0.2), (3e-3, 0.5, 0.99)):
+        write_job(tmp_path, f"lr{lr}", "mamba", [8, 16], train={"lr": lr}, test={8: test, 16: test},
+                  val={8: val, 16: val})  # fmt: skip
+    jobs = select_on_validation(load_jobs(tmp_path), "train.lr")
+    assert [job.config["train.lr"] for job in jobs] == [1e-3]
+    assert jobs[0].series == "mamba lr=0.001 (selected on validation)"
+    text = report(tmp_path, select="train.lr")["markdown"].read_text()
+    assert "| mamba lr=0.001 (selected on validation) | 0.200 | 0.200 |" in text
+    assert "`train.lr` selected per series on validation accuracy, never on test" in text
+
+
+def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_path: Path) -> None:
+    for pairs in (2, 4):
+        for width, acc in ((32, 0.4), (128, 0.9)):
+            test = {8: acc, 16: acc}
+            write_job(tmp_path, f"p{pairs}w{width}", "gru", [8, 16], test, state=width, width=width,
+                      data={"num_pairs": pairs})  # fmt: skip
+    paths = report(tmp_path)
+    assert paths["accuracy_vs_num_pairs"].exists() and paths["accuracy_vs_state_size"].exists()
+    text = paths["markdown"].read_text()
+    assert "## Capacity: accuracy against num_pairs" in text
+    assert "| mixed | gru width=128 | 0.900 | 0.900 |" in text  # num_pairs 2 and 4
+    assert "| mixed | gru num_pairs=2 | 0.400 | 0.900 |" in text  # state 32 and 128
+
+
+def test_the_report_does_not_import_lightning() -> None:
+    code = "import sys, longrange.experiments.report; sys.exit('pytorch_lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
