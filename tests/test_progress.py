@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -67,19 +71,39 @@ def test_the_library_noise_is_gone_from_the_console_and_the_log_files_keep_every
         assert not any(message in text for message in NOISE[:3])
 
 
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux's `script` for a terminal")
+@pytest.mark.slow
 def test_single_runs_keep_their_console_and_lightnings_progress_bar(tmp_path: Path) -> None:
-    args = [
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "model=gru",
-        "data.distance=4",
-        *FAST,
-        "trainer.enable_progress_bar=true",
+    """In a terminal a single run draws Lightning's progress bar; into a pipe or a file (a SLURM .out
+    file, a log) the same run draws none."""
+    args = ["model=gru", "data.distance=4", *FAST, "trainer.enable_progress_bar=true"]
+    command = [
+        sys.executable,
+        "-m",
+        "longrange.experiments.train",
+        f"hydra.run.dir={tmp_path / 'tty'}",
+        *args,
     ]
-    done = run_cli(args, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "parameters" in done.stdout and "GPU available" in done.stdout  # info lines as before
-    assert "Epoch 0" in done.stdout  # Lightning's progress bar
-    assert not any(message in done.stdout + done.stderr for message in NOISE[:3])
+    typescript = tmp_path / "terminal.txt"
+    in_terminal = subprocess.run(
+        [
+            "script",
+            "-qec",
+            f"stty cols 120 rows 40; {shlex.join(command)}",
+            str(typescript),
+        ],  # a sized terminal
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=600,
+    )
+    assert in_terminal.returncode == 0, typescript.read_text()[-3000:]
+    shown = typescript.read_text(errors="replace")
+    assert "parameters" in shown and "GPU available" in shown  # info lines as before
+    assert "Epoch 0" in shown  # Lightning's progress bar
+    assert not any(message in shown for message in NOISE[:3])
+    piped = run_cli([f"hydra.run.dir={tmp_path / 'pipe'}", *args], tmp_path)
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "parameters" in piped.stdout and "Epoch 0" not in piped.stdout + piped.stderr
 
 
 def test_only_the_named_warnings_are_filtered() -> None:

@@ -40,6 +40,7 @@ def faulty(name: str, **knobs) -> list[str]:
 
 
 # A failing job does not stop the sweep; it records its error; the sweep exits non-zero.
+@pytest.mark.slow
 def test_one_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     args = [
@@ -56,6 +57,7 @@ def test_one_failing_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
 
 
 # Memory does not grow across failed jobs of one process (basic launcher keeps failures).
+@pytest.mark.slow
 def test_memory_does_not_grow_across_failed_jobs(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     failing = [*faulty("FailingGRU", fail_at_distance=5, hog_mb=300)]
@@ -71,6 +73,7 @@ def test_memory_does_not_grow_across_failed_jobs(tmp_path: Path) -> None:
 
 
 # SIGTERM mid-fit: status interrupted, exit code non-zero; a rerun resumes from the checkpoint.
+@pytest.mark.slow
 def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [f"hydra.run.dir={run_dir}", *faulty("SlowGRU", sleep_s=0.02), "data.distance=4",
@@ -95,6 +98,7 @@ def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path: Path) -> No
 
 
 # Resume from the last checkpoint gives bit-identical final weights (dropout on: RNG state matters).
+@pytest.mark.slow
 def test_resume_is_bit_exact(make_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ["model=attention", "model.dropout=0.1", "data.load=0", "data.distance=[3,6]",
                  "trainer.max_steps=30", "trainer.val_check_interval=10"]  # fmt: skip

@@ -56,6 +56,7 @@ def test_sweep_writes_one_folder_per_job_named_by_its_overrides(finished_sweep: 
     assert sorted(p.name for p in finished_sweep.parent.iterdir()) == ["tiny"]  # nothing outside the sweep
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_jobs_and_retrains_changed_configs(finished_sweep: Path) -> None:
     before = results(finished_sweep)
     again = sweep(finished_sweep)
