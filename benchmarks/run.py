@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "generator": ("benchmarks.generator", "generator_throughput"),
     "generator_share": ("benchmarks.generator", "generator_share"),
     "throughput": ("benchmarks.training", "throughput"),
+    "zoo_speed": ("benchmarks.training", "zoo_speed"),
     "threads": ("benchmarks.training", "thread_policy"),
     "lightning": ("benchmarks.lightning_overhead", "lightning_overhead"),
     "rnn": ("benchmarks.training", "rnn_scaling"),

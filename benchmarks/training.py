@@ -144,6 +144,57 @@ def throughput(quick: bool) -> Section:
     return section
 
 
+def zoo_speed(quick: bool) -> Section:
+    """Issue 11's targets for every model: a training step at L = 1024 (batch 64, 1 thread) within 3x of the
+    LSTM's, and step time from L = 128 to 1024 growing at most 1.3x faster than linear (8 x 1.3 = 10.4)."""
+    title = "2c. Every model against the LSTM: step time at L = 128 and 1024 (1 thread)"
+    section = Section("zoo_speed", title)
+    repeats, min_time = (2, 0.5) if quick else (3, 1.0)
+    step: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
+    with threads(1):
+        for length in (128, 1024):
+            trainees = {name: Trainee(name, length - CorefRecall().seq_len(0)) for name in model_names()}
+
+            def timed(trainee: Trainee, key: tuple[str, int]) -> float:
+                start = time.process_time()
+                seconds = seconds_per_call(trainee.step, min_time, min_calls=2)
+                cpu.setdefault(key, []).append((time.process_time() - start) / max(trainee.steps, 1))
+                trainee.steps = 0
+                return seconds
+
+            for name, trainee in trainees.items():  # each model alternated with the LSTM: same load on both
+                if name == "lstm":
+                    continue
+                sides = {
+                    name: lambda t=trainee, k=(name, length): timed(t, k),
+                    "lstm": lambda t=trainees["lstm"], k=("lstm", length): timed(t, k),
+                }
+                found = alternate(sides, repeats)
+                step.setdefault((name, length), []).extend(found[name])
+                step.setdefault(("lstm", length), []).extend(found["lstm"])
+                step.setdefault((f"{name}/lstm", length), []).extend(ratios(found[name], found["lstm"]))
+    rows = []
+    for name in model_names():
+        short, long = median(step[(name, 128)]), median(step[(name, 1024)])
+        ratio = "1.00x" if name == "lstm" else spread(step[(f"{name}/lstm", 1024)]) + "x"
+        growth = long / short
+        ok = name == "lstm" or (median(step[(f"{name}/lstm", 1024)]) <= 3 and growth <= 10.4)
+        cpu_long = median(cpu[(name, 1024)])
+        times = [f"{short * 1e3:.0f} ms", f"{long * 1e3:.0f} ms", f"{cpu_long * 1e3:.0f} ms"]
+        rows.append([name, *times, ratio, f"{growth:.1f}", "yes" if ok else "no"])
+    section.text(
+        "One optimiser step (forward, backward, clipping, AdamW: `Trainee`) of each default model on the "
+        "coref task, batch 64, one thread; each model measured in alternation with the LSTM, so that the "
+        "machine's load falls on both alike (the ratio is the reliable figure); median of the repeats, range "
+        "in brackets. *growth* = step(1024) / step(128): 8.0 is linear, the target is <= 10.4. *CPU* = "
+        "process CPU time per step at L = 1024 (less sensitive to other processes than wall time)."
+    )
+    header = ["model", "step L=128", "step L=1024", "CPU L=1024", "vs LSTM at 1024", "growth", "targets met"]
+    section.table(header, rows)
+    return section
+
+
 @contextlib.contextmanager
 def denormals(flush: bool) -> Iterator[None]:
     """Run with flushing of denormal floats on or off. The LSTM/GRU backbones switch flushing on in their

@@ -349,8 +349,11 @@ def report(sweep_dir: Path, threshold: float = 0.9, select: str | None = None) -
         figures.save(
             xy_figure(cells, f"{name} (items held at once)", False, note), paths[f"accuracy_vs_{name}"]
         )
-    if len({j.state_size for j in jobs if j.state_size}) > 1:
-        cells = by_seed(jobs, lambda j: j.state_size, "model.width")
+    # State size against accuracy for runs over several distances (one state per run, at its longest
+    # distance); a fixed-distance run's state changes with its distance, which the main table shows.
+    sized = [j for j in jobs if j.state_size and j.regime != "fixed"]
+    if len({j.state_size for j in sized}) > 1:
+        cells = by_seed(sized, lambda j: j.state_size, "model.width")
         extra += xy_section("Accuracy against state size (floats carried per position)", "state", cells)
         paths["accuracy_vs_state_size"] = sweep_dir / "accuracy_vs_state_size.png"
         figure = xy_figure(cells, "state size (floats carried from one position to the next)", True, note)
