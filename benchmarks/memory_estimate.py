@@ -2,6 +2,7 @@
 
     python -m benchmarks.memory_estimate                                   # every model, D = 250 and 1000
     python -m benchmarks.memory_estimate --models lstm,gru --distances 100,2000 --steps 2
+    python -m benchmarks.memory_estimate --sweep outputs/sweeps/zoo_sweep   # jobs already run: no training
 
 Each job runs in a fresh process through the command line (``longrange-train``), at the default batch of
 64, for ``--steps`` steps with one validation, the test and the diagnostics, and records its peak resident
@@ -46,6 +47,29 @@ def measure(overrides: list[str], run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text())
 
 
+def compare_sweep(sweep_dir: Path) -> None:
+    """The estimate against the measured peak (``memory_peak_mb``) of every ok job of a finished sweep, from
+    each job's own overrides (``.hydra/overrides.yaml``): one row per model and longest sequence length."""
+    import yaml
+
+    rows: dict[tuple[str, int], list[float]] = {}
+    for path in sorted(sweep_dir.glob("*/result.json")):
+        result = json.loads(path.read_text())
+        if result.get("status") != "ok" or not result.get("memory_peak_mb"):
+            continue
+        overrides = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
+        expected, _ = estimate([*overrides, "resources.max_memory_gb=1000"])
+        length = max(int(k) for k in result["state_size"]) if result.get("state_size") else 0
+        key = (result["choices"]["model"], length)
+        rows.setdefault(key, []).append(result["memory_peak_mb"] / 1024 / expected)
+        measured = result["memory_peak_mb"] / 1024
+        print(key, f"estimate {expected:.2f} GB, measured {measured:.2f} GB", flush=True)
+    print("| model | longest distance | jobs | measured / estimate (min-max) |")
+    print("|---|---:|---:|---|")
+    for (model, distance), found in sorted(rows.items()):
+        print(f"| {model} | {distance} | {len(found)} | {min(found):.2f}-{max(found):.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
@@ -53,7 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distances", default="250,1000", help="comma-separated data.distance values")
     parser.add_argument("--steps", type=int, default=2, help="training steps per job (one validation)")
     parser.add_argument("--eval-samples", type=int, default=64, help="train.eval_samples")
+    parser.add_argument("--sweep", type=Path, help="compare with a finished sweep's jobs")
     args = parser.parse_args(argv)
+    if args.sweep:
+        return compare_sweep(args.sweep)
     rows = [
         "| model | D | L | estimate | phase at its peak | measured peak RSS | measured / estimate | time |",
         "|---|---:|---:|---:|---|---:|---:|---:|",

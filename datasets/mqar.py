@@ -28,9 +28,9 @@ Worked example (``MQAR(distance=8, num_pairs=3, vocab_size=16, spacing=2)``, dec
 ``v4`` sits at position 2 and its query ``k2`` at 11: 8 tokens lie between them, as for the other pairs.
 
 Chance level is 2 / vocab_size (a uniform guess among the values); a model that only learned to answer with
-some value of the sample scores 1 / num_pairs. Zoology's headline, which ``experiment=capacity_sweep``
-measures at a small scale: attention solves MQAR at every number of pairs, a recurrent model needs its
-state to grow with the number of pairs.
+some value of the sample scores 1 / num_pairs. Zoology's headline, which ``experiment=zoo_sweep`` with
+``data.num_pairs=4,2`` measures at a small scale: attention solves MQAR at every number of pairs, a
+recurrent model needs its state to grow with the number of pairs.
 """
 
 from __future__ import annotations

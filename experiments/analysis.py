@@ -182,7 +182,11 @@ def select_on_validation(jobs: list[Job], key: str) -> list[Job]:
     """Per series (with ``key`` left out of its name) and regime, keep only the jobs of the value of
     ``key`` (e.g. ``train.lr``) whose mean *validation* accuracy over seeds is best; the series is renamed
     ``... key=value (selected on validation)``. Test accuracy is never looked at. Jobs without a result
-    are kept as they are (they show up as missing or failed)."""
+    are kept as they are (they show up as missing or failed).
+
+    Values are compared on the seeds they all have (a sweep may run every value with seed 0 and only the
+    selected one with more seeds), on all their seeds where they share none; a tie goes to the value with
+    more seeds."""
     groups: dict[tuple[str, str], list[Job]] = defaultdict(list)
     short = key.split(".")[-1]
     for job in jobs:
@@ -190,19 +194,26 @@ def select_on_validation(jobs: list[Job], key: str) -> list[Job]:
         groups[(job.regime, base)].append(job)
     kept = []
     for (_, base), group in groups.items():
-        scores: dict[Any, list[float]] = defaultdict(list)
+        scores: dict[Any, dict[Any, float]] = defaultdict(dict)
         for job in group:
             if job.status == "ok" and job.result.get("val_acc") is not None:
-                scores[repr(job.config.get(key))].append(job.result["val_acc"])
+                scores[repr(job.config.get(key))][job.config.get("seed")] = job.result["val_acc"]
         if not scores:
             kept += group
             continue
-        best = max(scores, key=lambda value: statistics.fmean(scores[value]))
+        best = max(scores, key=lambda value: _rank(scores, value))
         for job in group:
             if repr(job.config.get(key)) == best or not job.result:
                 job.series = f"{base} {short}={job.config.get(key)} (selected on validation)"
                 kept.append(job)
     return kept
+
+
+def _rank(scores: dict[Any, dict[Any, float]], value: Any) -> tuple[float, int]:
+    """(mean validation accuracy on the seeds every value has, or on all of this value's; its seed count)."""
+    common = set.intersection(*(set(found) for found in scores.values()))
+    seeds = common or scores[value].keys()
+    return statistics.fmean(scores[value][s] for s in seeds), len(scores[value])
 
 
 @dataclass

@@ -104,6 +104,17 @@ def test_selection_uses_validation_and_reports_test(tmp_path: Path) -> None:
     assert "`train.lr` selected per series on validation accuracy, never on test" in text
 
 
+def test_selection_compares_values_on_the_seeds_they_share(tmp_path: Path) -> None:
+    """Every rate ran seed 0, the first pick also seeds 1 and 2: the comparison is on seed 0 alone (else a
+    rate with lucky extra seeds could win), and a tie goes to the rate with more seeds."""
+    write_job(tmp_path, "a0", "gru", [8], {8: 0.5}, {8: 0.9}, seed=0, train={"lr": 1e-3})
+    for seed, val in ((0, 0.8), (1, 1.0), (2, 1.0)):
+        write_job(tmp_path, f"b{seed}", "gru", [8], {8: 0.5}, {8: val}, seed=seed, train={"lr": 3e-3})
+    assert {job.config["train.lr"] for job in select_on_validation(load_jobs(tmp_path), "train.lr")} == {1e-3}
+    write_job(tmp_path, "b0", "gru", [8], {8: 0.5}, {8: 0.9}, seed=0, train={"lr": 3e-3})  # a tie on seed 0
+    assert {job.config["train.lr"] for job in select_on_validation(load_jobs(tmp_path), "train.lr")} == {3e-3}
+
+
 def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_path: Path) -> None:
     for pairs in (2, 4):
         for width, acc in ((32, 0.4), (128, 0.9)):
@@ -120,4 +131,17 @@ def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_pat
 
 def test_the_report_does_not_import_lightning() -> None:
     code = "import sys, longrange.experiments.report; sys.exit('pytorch_lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_models_and_datasets_never_import_experiments() -> None:
+    """Imports run one way: every module of models/ and datasets/, imported in a fresh interpreter, leaves
+    ``longrange.experiments`` unimported."""
+    code = (
+        "import importlib, pkgutil, sys, longrange.models, longrange.datasets\n"
+        "for package in (longrange.models, longrange.datasets):\n"
+        "    for info in pkgutil.iter_modules(package.__path__):\n"
+        "        importlib.import_module(f'{package.__name__}.{info.name}')\n"
+        "sys.exit(any(name.startswith('longrange.experiments') for name in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -218,8 +218,8 @@ def test_gpu_preset_requests_a_gpu_and_a_failed_job_says_why(
     subprocess.run(report, env=slurm_env, capture_output=True, timeout=300)
     table = (sweep_dir / "results.md").read_text()
     failed = [line for line in table.splitlines() if line.startswith("- failed")]
-    # PENDING experiments/train.py + report.py: the report's reason must be the exception's own message on
-    # one line (here Lightning's, wrapped by Hydra's InstantiationException); until then this line fails.
+    # The report's reason is the exception's own message on one line (Lightning's, unwrapped from Hydra's
+    # InstantiationException).
     assert failed and message in failed[0], failed
 
 

@@ -358,5 +358,7 @@ def test_every_point_of_the_presets_is_valid_for_every_task(preset: str, data_na
     check_every_point([f"experiment={preset}", f"data={data_name}", *SHORT.get(data_name, [])])
 
 
-def test_every_point_of_the_capacity_sweep_is_valid() -> None:
-    check_every_point(["experiment=capacity_sweep"])
+def test_every_point_of_the_zoo_and_its_capacity_axis_is_valid() -> None:
+    check_every_point(["experiment=zoo_sweep"])
+    for num_pairs in (4, 2):  # the capacity axis (README): fewer pairs than the zoo's 8
+        validate(compose_config(["experiment=zoo_sweep", "model=attention", f"data.num_pairs={num_pairs}"]))
