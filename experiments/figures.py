@@ -230,6 +230,9 @@ def lines_figure(panels: list[Panel], xlabel: str, ylabel: str, log_x: bool = Tr
             low = [max(0.0, m - h) for m, h in zip(mean, half, strict=True)]
             high = [min(1.0, m + h) for m, h in zip(mean, half, strict=True)]
             ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
+            if len(x) == 1:  # one point (e.g. a model at its state size): name it beside the point
+                ax.annotate(name.split(" ")[0], (x[0], mean[0]), xytext=(3, 3), textcoords="offset points",
+                            fontsize=6, rotation=35)  # fmt: skip
             if line.marker is not None:
                 ax.axvline(line.marker, color=colour, ls=":", lw=1, alpha=0.8)
         if panel.shade:
@@ -240,10 +243,13 @@ def lines_figure(panels: list[Panel], xlabel: str, ylabel: str, log_x: bool = Tr
             ax.set_xscale("log", base=2)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
+            if len(ticks) > 6:  # e.g. state sizes: close on a log axis
+                ax.tick_params(axis="x", labelrotation=60, labelsize=7)
         ax.set(title=panel.title, xlabel=xlabel, ylim=(-0.02, 1.02))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left")
+        if any(len(line.points) > 1 for line in panel.lines):  # single points are named beside them
+            ax.legend(fontsize=6, loc="best")
     axes[0].set_ylabel(ylabel)
     if note:
         figure.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))  # type: ignore[union-attr,call-arg]
