@@ -200,7 +200,10 @@ def one_line(exc: BaseException) -> str:
 def requeued_by_slurm(exc: BaseException) -> bool:
     """submitit requeues a job at its time limit or on preemption by running ``scontrol requeue``; inside
     Lightning's loop that surfaces as this command's error, while the job itself will be run again."""
-    return isinstance(exc, subprocess.CalledProcessError) and "requeue" in list(map(str, exc.cmd or []))
+    if not isinstance(exc, subprocess.CalledProcessError):
+        return False
+    command = exc.cmd.split() if isinstance(exc.cmd, str) else [str(part) for part in exc.cmd or []]
+    return "requeue" in command
 
 
 def _clear(out_dir: Path) -> None:
