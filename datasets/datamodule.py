@@ -70,21 +70,32 @@ class TaskDataModule(pl.LightningDataModule):
         self.task, self.batch_size, self.eval_samples, self.seed = task, batch_size, eval_samples, seed
         self.eval_tokens = eval_tokens
         self._eval: dict[str, FixedBatches] = {}
+        self.generating = False  # True while an evaluation set is generated: a phase that writes nothing
 
     def eval_set(self, split: str) -> FixedBatches:
+        """The split's fixed batches, generated on first use. At long distances generation takes minutes
+        (a validation sample draws ~16 candidates); :attr:`generating` tells a stop request it may end the
+        job at once then (the job's SIGTERM handler reads it)."""
         if split not in self._eval:
-            batches = []
-            for distance in self.task.eval_distances or ():
-                length = self.task.seq_len(distance)
-                block = samples_within(EVAL_BLOCK_TOKENS, length, self.batch_size)
-                piece = samples_within(self.eval_tokens or block * length, length, block)
-                for index, start in enumerate(range(0, self.eval_samples, block)):
-                    size = min(block, self.eval_samples - start)
-                    generated = self.task.generate(split, size, distance, self.seed, index)
-                    for cut in range(0, len(generated.tokens), piece):
-                        batches.append(TaskBatch(*(t[cut : cut + piece] for t in generated)))
-            self._eval[split] = FixedBatches(batches)
+            self.generating = True
+            try:
+                self._eval[split] = self._generate(split)
+            finally:
+                self.generating = False
         return self._eval[split]
+
+    def _generate(self, split: str) -> FixedBatches:
+        batches = []
+        for distance in self.task.eval_distances or ():
+            length = self.task.seq_len(distance)
+            block = samples_within(EVAL_BLOCK_TOKENS, length, self.batch_size)
+            piece = samples_within(self.eval_tokens or block * length, length, block)
+            for index, start in enumerate(range(0, self.eval_samples, block)):
+                size = min(block, self.eval_samples - start)
+                generated = self.task.generate(split, size, distance, self.seed, index)
+                for cut in range(0, len(generated.tokens), piece):
+                    batches.append(TaskBatch(*(t[cut : cut + piece] for t in generated)))
+        return FixedBatches(batches)
 
     def train_dataloader(self) -> DataLoader:
         start = self.trainer.global_step if self.trainer is not None else 0

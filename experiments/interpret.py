@@ -19,7 +19,7 @@ import torch
 
 from longrange.datasets.base import Vocabulary
 from longrange.experiments.figures import attention_figure
-from longrange.experiments.measurements import attention_maps, has_attention
+from longrange.experiments.run.measurements import attention_maps, has_attention
 from longrange.models.module import LongRangeModule
 
 

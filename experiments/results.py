@@ -32,17 +32,38 @@ NOT_HASHED = (
 )
 
 
-def config_hash(config: dict) -> str:
-    """A stable hash of what a resolved config computes: equal configs give equal hashes, in any key order."""
-    kept = {
-        section: dict(values) if isinstance(values, dict) else values for section, values in config.items()
-    }
+RUN_DIR = "<run>"  # stands for the run's own folder in what a config computes
+
+
+def what_it_computes(config: dict) -> dict:
+    """A resolved config without what says where the run lives or how it prints: the keys of
+    :data:`NOT_HASHED` left out, and every path inside the run's own folder (``trainer.default_root_dir``,
+    e.g. the checkpoint callback's ``dirpath``) written relative to it, ``<run>/checkpoints``."""
+    root = str((config.get("trainer") or {}).get("default_root_dir") or "").rstrip("/")
+
+    def relative(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: relative(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [relative(value) for value in node]
+        if root and isinstance(node, str) and (node == root or node.startswith(root + "/")):
+            return RUN_DIR + node[len(root) :]
+        return node
+
+    kept = relative(config)
     for key in NOT_HASHED:
         section, name = key.split(".")
         if isinstance(kept.get(section), dict):
             kept[section].pop(name, None)
             if not kept[section]:  # nothing hashed left (``resources``): as if absent, like older configs
                 del kept[section]
+    return kept
+
+
+def config_hash(config: dict) -> str:
+    """A stable hash of what a resolved config computes (:func:`what_it_computes`): equal configs give equal
+    hashes, in any key order, wherever the run folder is."""
+    kept = what_it_computes(config)
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -54,6 +75,30 @@ def model_name(record: dict[str, Any]) -> str:
         return str(choice)
     target = ((record.get("config") or {}).get("model") or {}).get("_target_", "?")
     return str(target).rsplit(".", 1)[-1].lower()
+
+
+def as_list(value: Any) -> list[int]:
+    """A distance config value (int, list or None) as a sorted list of ints."""
+    if value is None:
+        return []
+    return sorted(int(v) for v in value) if isinstance(value, list | tuple) else [int(value)]
+
+
+def regime(config: dict[str, Any]) -> str:
+    """fixed / mixed / extrapolation, from a flattened config's training and evaluation distances."""
+    trained = as_list(config.get("data.distance"))
+    evaluated = as_list(config.get("data.eval_distance")) or trained
+    if len(trained) <= 1:
+        return "fixed"
+    outside = [d for d in evaluated if d < min(trained) or d > max(trained)]
+    return "extrapolation" if outside else "mixed"
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"data": {"distance": 8}} -> {"data.distance": 8}"""
+    if isinstance(node, dict):
+        return {k: v for key, sub in node.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

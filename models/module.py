@@ -57,7 +57,9 @@ class LongRangeModule(pl.LightningModule):
     """Args:
     model: the backbone's config node as a plain dict (``_target_`` plus constructor arguments).
     vocab: the task's words, in id order (for the embedding size and for decoding samples).
-    lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and its schedule over ``trainer.max_steps``.
+    lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and its schedule over ``trainer.max_steps``
+        Their values are written once, in conf/config.yaml's ``train`` node, which a run passes in; a
+        module built without them (memory measurement, probes on an untrained model) cannot be trained.
     threshold: validation accuracy whose first attainment is recorded as ``steps_to_threshold``.
     trained_distances: the task's training distances. ``val/acc`` and ``test/acc`` (and so the threshold)
         count only these; accuracy at every evaluated distance is logged as ``{split}/acc/d=D``. A run
@@ -69,11 +71,12 @@ class LongRangeModule(pl.LightningModule):
         self,
         model: dict,
         vocab: list[str],
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
-        threshold: float = 0.9,
+        *,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        warmup_steps: int | None = None,
+        min_lr_ratio: float | None = None,
+        threshold: float | None = None,
         trained_distances: list[int] | None = None,
     ) -> None:
         super().__init__()
@@ -132,7 +135,8 @@ class LongRangeModule(pl.LightningModule):
         self.log(f"{split}/acc", acc, prog_bar=split == "val")
         for distance, value in per_distance.items():
             self.log(f"{split}/acc/d={distance}", value)
-        if split == "val" and self.steps_to_threshold is None and acc >= self.hparams["threshold"]:
+        threshold = self.hparams["threshold"]
+        if split == "val" and self.steps_to_threshold is None and threshold is not None and acc >= threshold:
             self.steps_to_threshold = self.global_step
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
@@ -150,6 +154,9 @@ class LongRangeModule(pl.LightningModule):
     # --- optimiser --------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         h = self.hparams
+        unset = [key for key in ("lr", "weight_decay", "warmup_steps", "min_lr_ratio") if h[key] is None]
+        if unset:
+            raise ValueError(f"LongRangeModule built without {', '.join(unset)}: pass the run's train node")
         decay = [p for p in self.parameters() if p.dim() >= 2]  # matrices; biases and norms are not decayed
         no_decay = [p for p in self.parameters() if p.dim() < 2]
         optimizer = torch.optim.AdamW(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +85,38 @@ def event_writers(run_dir: Path) -> set[str]:
     writer (``events.out.tfevents.<time>.<host>.<pid>.<n>``; one run writes a few: fit, test, hparams)."""
     files = (Path(run_dir) / "tensorboard").glob("events.out.tfevents.*")
     return {path.name.split(".")[-2] for path in files}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> Any:
+    return json.load(urllib.request.urlopen(url, timeout=5))
+
+
+@contextmanager
+def serving_tensorboard(logdir: Path, ready: Callable[[str], bool], timeout: float = 120) -> Iterator[str]:
+    """TensorBoard's own server on ``logdir`` (loopback, a free port); yields its address once
+    ``ready(address)`` is true (polled every second; connection errors count as not ready), or after
+    ``timeout`` seconds; the server is stopped on leaving."""
+    port = free_port()
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
+               "--port", str(port), "--reload_interval", "1"]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if ready(address):
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        yield address
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from longrange.experiments.analysis import (
+from longrange.experiments.report.analysis import (
     aggregate,
     baseline_of,
     below_baseline,
@@ -18,7 +18,7 @@ from longrange.experiments.analysis import (
     regime,
     select_on_validation,
 )
-from longrange.experiments.report import report
+from longrange.experiments.report.build import report
 from longrange.experiments.results import write_json_atomic
 
 
@@ -129,9 +129,34 @@ def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_pat
     assert "| mixed | gru num_pairs=2 | 0.400 | 0.900 |" in text  # state 32 and 128
 
 
-def test_the_report_does_not_import_lightning() -> None:
-    code = "import sys, longrange.experiments.report; sys.exit('pytorch_lightning' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+def imported_by(*packages: str) -> set[str]:
+    """The modules a fresh interpreter holds after importing every module of ``packages``."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        f"for name in {list(packages)!r}:\n"
+        "    package = importlib.import_module(name)\n"
+        "    for info in pkgutil.iter_modules(package.__path__):\n"
+        "        if info.name != '__main__':\n"
+        "            importlib.import_module(f'{name}.{info.name}')\n"
+        "print('\\n'.join(sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+def test_the_report_imports_neither_the_trainer_nor_lightning_nor_the_run() -> None:
+    found = imported_by("longrange.experiments.report")
+    assert "longrange.experiments.report.build" in found  # the test imports what it checks
+    forbidden = {"pytorch_lightning", "lightning", "longrange.experiments.train", "longrange.models.module"}
+    assert not found & forbidden
+    assert not {m for m in found if m.startswith("longrange.experiments.run")}
+
+
+def test_the_run_imports_nothing_of_the_report_or_the_sweep() -> None:
+    found = imported_by("longrange.experiments.run")
+    assert "longrange.experiments.run.callbacks" in found
+    other_rooms = ("longrange.experiments.report", "longrange.experiments.sweep")
+    assert not {m for m in found if m.startswith(other_rooms)}
 
 
 def test_models_and_datasets_never_import_experiments() -> None:

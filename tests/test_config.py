@@ -7,10 +7,10 @@ from helpers import CONF
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from longrange.experiments.config import ConfigError, validate
+from longrange.experiments.run.config import ConfigError, validate
 
 GROUP_FILES = [
-    (group, p.stem) for group in ("data", "model", "trainer", "logger", "experiment")
+    (group, p.stem) for group in ("data", "model", "trainer", "logger", "callbacks", "experiment")
     for p in sorted((CONF / group).glob("*.yaml"))
 ]  # fmt: skip
 
@@ -62,6 +62,9 @@ def test_every_config_file_composes_validates_and_its_targets_import(compose, gr
         (["model=attention", "model.max_len=64", "data.distance=100"], "longer than model.max_len=64"),
         (["data.num_nouns=???"], "data.num_nouns: no value given"),
         (["++model._target_=no.such.Model"], "model._target_='no.such.Model' cannot be imported"),
+        (["++callbacks.diagnostics.sample=3"], "callbacks.diagnostics.sample: unknown key for Diagnostics"),
+        (["++callbacks.extra={a: 1}"], "callbacks.extra: needs a _target_ .or null to drop it."),
+        (["++callbacks.extra._target_=no.Such"], "callbacks.extra._target_='no.Such' cannot be imported"),
     ],
 )
 def test_bad_config_fails_naming_the_key(compose, overrides: list[str], message: str) -> None:
@@ -69,9 +72,19 @@ def test_bad_config_fails_naming_the_key(compose, overrides: list[str], message:
         validate(compose(overrides))
 
 
-def test_defaults_are_the_documented_ones_and_instantiated_in_four_places(compose) -> None:
+def test_defaults_are_the_documented_ones_and_every_target_is_a_config_node(compose) -> None:
     cfg = compose([])
     assert cfg.data.distance == 32 and cfg.seed == 0 and cfg.threads == 1
     assert cfg.model._target_.endswith(".LSTM") and cfg.data._target_.endswith(".CorefRecall")
     found = [path for path, _ in targets(OmegaConf.to_container(cfg, resolve=False))]
-    assert found == ["data", "model", "trainer", "logger"]  # no _target_ hidden anywhere else
+    callbacks = [f"callbacks.{name}" for name in cfg.callbacks]  # conf/callbacks/default.yaml, in order
+    assert found == ["data", "model", "trainer", "logger", *callbacks]  # no _target_ hidden anywhere else
+    assert callbacks[0] == "callbacks.checkpoint" and "callbacks.diagnostics" in callbacks
+
+
+def test_a_callback_set_to_null_is_left_out(make_config, tmp_path) -> None:
+    """``callbacks.diagnostics=null`` drops one callback from the run (the group is the one list)."""
+    from helpers import train_job
+
+    result = train_job(tmp_path, "trainer=debug", "train.eval_samples=8", "callbacks.diagnostics=null")
+    assert result["status"] == "ok" and not (tmp_path / "diagnostics.json").exists()

@@ -14,18 +14,18 @@ import torch
 from helpers import read_json, tensorboard_events, train_job
 
 from longrange.datasets.coref import CorefRecall
-from longrange.experiments.analysis import load_jobs
 from longrange.experiments.figures import attention_figure, to_image
 from longrange.experiments.interpret import main as interpret_main
-from longrange.experiments.measurements import (
+from longrange.experiments.report.analysis import load_jobs
+from longrange.experiments.report.build import diagnostics_figures, diagnostics_panels
+from longrange.experiments.results import DIAGNOSTICS_FILE, write_json_atomic
+from longrange.experiments.run.measurements import (
     collect_answers,
     gradient_flow,
     last_answers,
     memory_probe,
     probe_offsets,
 )
-from longrange.experiments.report import diagnostics_figures, diagnostics_panels
-from longrange.experiments.results import DIAGNOSTICS_FILE, write_json_atomic
 from longrange.models.module import LongRangeModule
 
 DISTANCE = 4
@@ -68,6 +68,8 @@ def read(run_dir: Path, name: str) -> dict:
 
 
 # --- the attention model: it learns to look at the antecedent, and TensorBoard shows it -------------
+# The two tests that need the model to have learned (a training outcome) run with the slow tests.
+@pytest.mark.slow
 def test_attention_mass_on_the_antecedent_is_far_above_uniform(attention_run: Path) -> None:
     result, diagnostics = read(attention_run, "result.json"), read(attention_run, DIAGNOSTICS_FILE)
     assert result["val_acc"] >= 0.9
@@ -91,10 +93,9 @@ def test_event_files_hold_attention_images_and_scalars(attention_run: Path) -> N
         assert len(scalars) == 3
         final = diagnostics["attention_mass"][str(DISTANCE)][f"layer{layer}"]
         assert scalars[-1].value == pytest.approx(final, abs=1e-4)  # same weights, same samples
-    best = max(accumulator.Scalars(f"val/attn_mass/layer{layer}/d={DISTANCE}")[-1].value for layer in (0, 1))
-    assert best > 4 / LENGTH
 
 
+@pytest.mark.slow
 def test_gradient_flow_and_probe_reach_back_to_the_antecedent(attention_run: Path) -> None:
     diagnostics = read(attention_run, DIAGNOSTICS_FILE)
     gradient = {int(k): v for k, v in diagnostics["gradient_norm"][str(DISTANCE)].items()}

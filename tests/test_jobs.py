@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from helpers import FAST, event_writers, read_json, start_cli, sweep_results, train_job, wait_for
 
-from longrange.experiments.jobs import LOCK_FILE, SKIPPED, JobLock, is_locked, is_stale, job_state
-from longrange.experiments.report import report
+from longrange.experiments.report.build import report
 from longrange.experiments.results import read_result, write_json_atomic
+from longrange.experiments.sweep.jobs import LOCK_FILE, SKIPPED, JobLock, is_locked, is_stale, job_state
 
 HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from longrange.experiments.jobs import JobLock
+    from longrange.experiments.sweep.jobs import JobLock
     lock = JobLock(Path(sys.argv[1]))
     print(lock.acquire(), flush=True)
     time.sleep(float(sys.argv[2]))

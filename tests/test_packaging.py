@@ -43,3 +43,15 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path: Path) -> None:
        "train.eval_samples=8", f"hydra.run.dir={run_dir}", cwd=elsewhere)  # fmt: skip
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "ok" and result["steps"] == 2
+
+
+def test_static_tools_resolve_the_package_from_another_folder(tmp_path: Path) -> None:
+    """``make install`` installs in editable mode as a plain path entry (no import hook): mypy, run with the
+    venv's interpreter from a folder outside the checkout, finds ``longrange.models.lstm`` (an import hook
+    would leave it ``import-not-found``)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import longrange.models.lstm\n\nprint(longrange.models.lstm.LSTM)\n")
+    command = [sys.executable, "-m", "mypy", "--python-executable", sys.executable, "--follow-imports=skip",
+               "--no-incremental", str(probe)]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "import-not-found" not in done.stdout, done.stdout + done.stderr

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from helpers import FAST, run_cli
 
-from longrange.experiments.console import (
+from longrange.experiments.sweep.console import (
     LEAFSPEC_WARNING,
     PROGRESS_LOGGER,
     ConsoleFormatter,
     SweepConsole,
     silence_library_noise,
 )
-from longrange.experiments.progress import Done, duration, labels, time_left
+from longrange.experiments.sweep.progress import Done, duration, labels, time_left
 
 NOISE = ("The `srun` command is available", "isinstance(treespec, LeafSpec)", "litlogger", "GPU available")
 LINE = re.compile(r"^\[\s*(\d+)/(\d+)\] (\S+) (.*)$", re.M)
@@ -143,7 +143,7 @@ def test_lightnings_tip_is_dropped_and_its_other_info_kept() -> None:
 
 
 def test_the_console_of_a_sweep_job_shows_warnings_and_progress_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    import longrange.experiments.console as console
+    import longrange.experiments.sweep.console as console
 
     def record(name: str, level: int, message: str = "m") -> logging.LogRecord:
         return logging.LogRecord(name, level, __file__, 1, message, None, None)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, TESTS, run_cli, sweep_results
+from helpers import FAST, run_cli, start_cli, sweep_results, wait_for
 from omegaconf import open_dict
 
-from longrange.experiments.jobs import JobLock
-from longrange.experiments.report import report
+from longrange.experiments.report.build import report
 from longrange.experiments.results import read_result, write_json_atomic
+from longrange.experiments.sweep.jobs import JobLock
 from longrange.experiments.train import train
 
 run = run_cli
@@ -78,16 +78,10 @@ def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     args = [f"hydra.run.dir={run_dir}", *faulty("SlowGRU", sleep_s=0.02), "data.distance=4",
             "trainer.max_steps=300", "trainer.val_check_interval=20", *FAST[1:]]  # fmt: skip
-    env = os.environ | {"PYTHONPATH": str(TESTS)}
-    command = [sys.executable, "-m", "longrange.experiments.train", *args]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
-        time.sleep(0.2)
+    process = start_cli(args, tmp_path)
+    wait_for(run_dir / "checkpoints" / "last.ckpt")
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=120)[0].decode()
+    output = process.communicate(timeout=120)[0]
     assert process.returncode not in (0, None), output[-2000:]
     interrupted = read_result(run_dir)
     assert interrupted["status"] == "interrupted" and interrupted["steps"] < 300
@@ -95,6 +89,34 @@ def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path: Path) -> No
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
     assert read_result(run_dir)["status"] == "ok" and read_result(run_dir)["steps"] == 300
+
+
+# SIGTERM while a validation set at D = 100,000 is generated (minutes of work that writes nothing): the job
+# ends within 10 s as interrupted, and a rerun resumes from the checkpoint taken before it.
+@pytest.mark.slow
+def test_sigterm_during_evaluation_set_generation_stops_within_10_s(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [
+        f"hydra.run.dir={run_dir}",
+        "model=gru",
+        "data.distance=8",
+        "data.eval_distance=[8,100000]",
+        "resources.max_memory_gb=24",
+        *FAST,
+    ]  # fmt: skip  (debug: a checkpoint, then validation at step 2)
+    for attempt in ("first", "rerun"):
+        process = start_cli(args, tmp_path)
+        wait_for(run_dir / "checkpoints" / "last.ckpt", timeout=180)  # step 2 done: validation starts now
+        time.sleep(3)  # well inside the generation of the D = 100,000 samples
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        output = process.communicate(timeout=60)[0]
+        assert time.monotonic() - sent < 10, output[-2000:]
+        assert process.returncode == 143, output[-2000:]
+        result = read_result(run_dir)
+        assert result["status"] == "interrupted" and result["reason"] == "SIGTERM", result
+        if attempt == "rerun":
+            assert "Restoring states from the checkpoint" in output, output[-2000:]
 
 
 # Resume from the last checkpoint gives bit-identical final weights (dropout on: RNG state matters).

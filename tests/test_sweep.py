@@ -5,17 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, sweep_results
+from helpers import get_json, run_cli, serving_tensorboard, sweep_results
 
-from longrange.experiments.report import report
+from longrange.experiments.report.build import report
 
 TINY = [
     "data.load=0",
@@ -100,42 +96,22 @@ def test_report_lists_missing_and_failed_jobs(finished_sweep: Path, tmp_path: Pa
     assert "- missing: `" + victims[0].parent.name in table and "RuntimeError: boom" in table
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tensorboard_serves_the_report_and_every_job(finished_sweep: Path) -> None:
     """TensorBoard's own server reads the sweep: the report's figures and table in the ``summary`` run, and
     every job's training curves."""
     report(finished_sweep)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(finished_sweep), "--host", "127.0.0.1",
-         "--port", str(port), "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
 
-    def get(path: str) -> dict:
-        return json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/{path}", timeout=5))
+    def loaded(address: str) -> bool:
+        return (
+            "summary" in get_json(f"{address}/data/plugin/images/tags")
+            and len(get_json(f"{address}/data/plugin/scalars/tags")) == 4
+        )
 
-    try:
-        images, deadline = {}, time.time() + 90
-        while time.time() < deadline:
-            try:
-                images = get("images/tags")
-                if "summary" in images and len(get("scalars/tags")) == 4:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert "Sweep/accuracy vs distance" in images["summary"]
-        assert "Sweep/report/text_summary" in get("text/tags")["summary"]
-        assert all(run.endswith("tensorboard") for run in get("scalars/tags"))  # one run per job
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with serving_tensorboard(finished_sweep, loaded, timeout=90) as address:
+        plugin = f"{address}/data/plugin"
+        assert "Sweep/accuracy vs distance" in get_json(f"{plugin}/images/tags")["summary"]
+        assert "Sweep/report/text_summary" in get_json(f"{plugin}/text/tags")["summary"]
+        assert all(run.endswith("tensorboard") for run in get_json(f"{plugin}/scalars/tags"))  # one per job
 
 
 @pytest.mark.slow

@@ -8,12 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -23,16 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import compose_config
+from helpers import compose_config, get_json, serving_tensorboard
 
-from longrange.experiments.analysis import Cell
-from longrange.experiments.config import plain
-from longrange.experiments.tensorboard_views import (
-    REPORT_TAG,
-    TABLE_TAG,
-    tensorboard_hparams,
-    write_tensorboard_summary,
-)
+from longrange.experiments.report.analysis import Cell
+from longrange.experiments.report.tensorboard_views import REPORT_TAG, TABLE_TAG, write_tensorboard_summary
+from longrange.experiments.run.callbacks import tensorboard_hparams
+from longrange.experiments.run.config import plain
 
 BROWSER_REQUIRED = os.environ.get("LONGRANGE_BROWSER") == "required"  # set by .ci/run: fail, not skip
 HEADLINE = ["Model", "Regime", "Task"]
@@ -87,34 +80,16 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(logdir: Path) -> Iterator[str]:
-    """TensorBoard's own server on ``logdir``; yields its address once it has loaded the summary run."""
-    port = free_port()
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-               "--port", str(port), "--reload_interval", "1"]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                runs = json.load(urllib.request.urlopen(f"{address}/data/runs", timeout=5))
-                if "summary" in runs and len(runs) == 4:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
+    """TensorBoard's own server on ``logdir``, once it has loaded the summary run and the three jobs."""
+
+    def loaded(address: str) -> bool:
+        runs = get_json(f"{address}/data/runs")
+        return "summary" in runs and len(runs) == 4
+
+    with serving_tensorboard(logdir, loaded) as address:
         yield address
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from longrange.datasets.datamodule import EVAL_BLOCK_TOKENS, samples_within
-from longrange.experiments.footprint import Footprint, measure
+from longrange.experiments.run.footprint import Footprint, measure
 
 GB = 2**30
 PROCESS_BYTES = 500 * 2**20  # resident memory of a job before its tensors: Python, torch, Lightning, logger
@@ -42,7 +42,6 @@ PROBE_FIT_TOKENS = 2**21  # the memory probe's training samples are generated in
 MAP_ELEMENTS = 2**22  # attention maps: samples per chunk such that samples x L^2 <= this
 MAP_MAX_LEN = 2048  # attention maps (heatmaps, attention mass) are skipped for longer sequences
 DIAGNOSTIC_SAMPLES, PROBE_SAMPLES, PROBE_EVAL_SAMPLES, PROBE_CHUNK = 32, 512, 256, 128  # their defaults
-DEFAULT_EVAL_TOKENS = 65536  # resources.eval_tokens: 64 samples per evaluation batch up to L = 1024
 
 
 @dataclass
@@ -56,11 +55,11 @@ class ResourcesConfig:
     the config hash or of a sweep's folder names.
     """
 
-    max_memory_gb: float | None = None
-    eval_tokens: int = DEFAULT_EVAL_TOKENS
+    max_memory_gb: float | None  # the values, with their reasons, are written once: in conf/config.yaml
+    eval_tokens: int
 
     def __post_init__(self) -> None:
-        from longrange.experiments.config import ConfigError
+        from longrange.experiments.run.config import ConfigError
 
         if self.max_memory_gb is not None and not self.max_memory_gb > 0:
             raise ConfigError(
@@ -223,7 +222,7 @@ def limit(cfg: Any, parallel: int = 1, reserved: float | None = None) -> tuple[f
 
 def check(cfg: Any, task: Any, parallel: int = 1, reserved: float | None = None) -> Estimate:
     """Raise ConfigError (one line) when the job's estimate exceeds its limit; return the estimate."""
-    from longrange.experiments.config import ConfigError
+    from longrange.experiments.run.config import ConfigError
 
     found = estimate(cfg, task)
     allowed, why = limit(cfg, parallel, reserved)

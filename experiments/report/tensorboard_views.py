@@ -13,9 +13,9 @@ Checked against TensorBoard 2.21's own code and in a headless browser (tests/tes
 * The HParams tab takes its columns from an experiment summary (each job writes one through Lightning's
   ``log_hyperparams``; the plugin picks the first it finds) or else from the sessions, and in both cases
   sorts them by (values differ across sessions first, then name) before the page shows the first five.
-  :func:`tensorboard_hparams` therefore adds ``Model``, ``Regime`` and ``Task`` to the flattened config:
-  capitalised names sort before every lower-case config key, so they are the first columns whichever
-  summary is read. Metrics: the final test accuracy first, then validation.
+  Each run's hparams (``run.callbacks.tensorboard_hparams``) therefore add ``Model``, ``Regime`` and
+  ``Task`` to the flattened config: capitalised names sort before every lower-case config key, so they
+  are the first columns whichever summary is read. Metrics: the final test accuracy first, then validation.
 
 Plain Python and matplotlib; torch's ``SummaryWriter`` is imported only to write (never Lightning: the
 report imports this module).
@@ -26,37 +26,19 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from longrange.experiments.analysis import REGIME_TITLES, Cell, Table, flatten, horizon_text, regime
 from longrange.experiments.figures import to_image
-from longrange.experiments.results import model_name
+from longrange.experiments.report.analysis import REGIME_TITLES, Cell, Table, horizon_text
 
 GROUP = "Sweep"  # upper case: the first group of Time Series, above the jobs' lower-case tags
 TABLE_TAG = f"{GROUP}/accuracy per distance"  # + ", <regime>": the first cards of the default view
 REPORT_TAG = f"{GROUP}/report"
 FIGURE_TAGS = {"plot": "accuracy vs distance"}  # report path names -> tag names (others: "_" -> " ")
 ROW, HEADER, HORIZON_WIDTH = 0.62, 1.05, 1.9  # the table images' layout, in inches
-
-
-def tensorboard_hparams(
-    config: dict[str, Any], record: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(hparams, metrics) for ``trainer.logger.log_hyperparams``: ``Model``, ``Regime`` and ``Task`` (the
-    first columns of the HParams tab), the whole resolved config (Lightning flattens it: ``data/distance``)
-    and the parameter count; metrics ``hparams/test_acc`` then ``hparams/val_acc`` (those known)."""
-    choices = record.get("choices") or {}
-    task = (
-        choices.get("data") or str((config.get("data") or {}).get("_target_", "?")).rsplit(".", 1)[-1].lower()
-    )
-    headline = {"Model": model_name(record), "Regime": regime(flatten(config)), "Task": task}
-    hparams = headline | config | {"parameters": record.get("parameters")}
-    metrics = {f"hparams/{k}": record[k] for k in ("test_acc", "val_acc") if record.get(k) is not None}
-    return hparams, metrics
 
 
 def accuracy_tables(table: Table, threshold: float, note: str = "") -> dict[str, Figure]:

@@ -30,10 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from longrange.experiments.grid import grid_points, parse_point
-from longrange.experiments.results import NOT_HASHED, RESULT_FILE, model_name, read_result
+from longrange.experiments.results import (
+    RESULT_FILE,
+    as_list,
+    flatten,
+    model_name,
+    read_result,
+    regime,
+    what_it_computes,
+)
+from longrange.experiments.sweep.grid import expected_jobs
 
 AXES = ("data.distance", "data.eval_distance", "seed")  # never part of a series name
 REGIMES = ("fixed", "mixed", "extrapolation")
@@ -45,30 +51,6 @@ REGIME_TITLES = {
 BASELINE = "bag"  # the order-free control (models/bag.py)
 NEIGHBOURS = 2  # untrained distances within this of a fixed training distance measure position reliance
 T_975 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # Student t, df 1..10
-
-
-def as_list(value: Any) -> list[int]:
-    """A distance config value (int, list or None) as a sorted list of ints."""
-    if value is None:
-        return []
-    return sorted(int(v) for v in value) if isinstance(value, list | tuple) else [int(value)]
-
-
-def regime(config: dict[str, Any]) -> str:
-    """fixed / mixed / extrapolation, from a flattened config's training and evaluation distances."""
-    trained = as_list(config.get("data.distance"))
-    evaluated = as_list(config.get("data.eval_distance")) or trained
-    if len(trained) <= 1:
-        return "fixed"
-    outside = [d for d in evaluated if d < min(trained) or d > max(trained)]
-    return "extrapolation" if outside else "mixed"
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{"data": {"distance": 8}} -> {"data.distance": 8}"""
-    if isinstance(node, dict):
-        return {k: v for key, sub in node.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
 
 
 @dataclass
@@ -139,20 +121,6 @@ def load_jobs(sweep_dir: Path, is_stale: Callable[[Path], bool] | None = None) -
     return jobs
 
 
-def expected_jobs(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """The grid of the last launch, from Hydra's multirun.yaml: (job folder, {key: value}) per job."""
-    if not (sweep_dir / "multirun.yaml").exists():
-        return []
-    hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-    exclude = set(hydra.job.config.override_dirname.exclude_keys)
-    expected = []
-    for point in grid_points(hydra.sweeper.get("params"), list(hydra.overrides.task)):
-        kept = {k: v for k, v in parse_point(point).items() if k not in exclude}
-        name = ",".join(sorted(line for line in point if line.split("=", 1)[0] not in exclude))
-        expected.append((sweep_dir / name, kept))
-    return expected
-
-
 def _parse(value: Any) -> Any:
     try:
         return int(value)
@@ -172,8 +140,9 @@ def label_series(jobs: list[Job]) -> None:
     for job in jobs:
         by_model[job.model].append(job)
     for group in by_model.values():
-        keys = {k for job in group for k in job.config if k not in AXES and k not in NOT_HASHED}
-        varying = sorted(k for k in keys if len({repr(job.config.get(k)) for job in group if job.result}) > 1)
+        computed = [flatten(what_it_computes(job.result["config"])) for job in group if job.result]
+        keys = {k for config in computed for k in config if k not in AXES}
+        varying = sorted(k for k in keys if len({repr(config.get(k)) for config in computed}) > 1)
         for job in group:
             job.series = series_name(job.model, job.config, varying)
 

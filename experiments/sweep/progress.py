@@ -16,7 +16,7 @@ job alike), so in every process that trains:
       [ 8/24] lstm data.distance=128 FAILED (RuntimeError: ...)  12 s  · about 2 min left
 
   The count is of the jobs this launch has finished (trained, failed or skipped), out of the grid
-  (``analysis.expected_jobs``); the label is the model and the grid's varying keys. A failure is marked
+  (``grid.expected_jobs``); the label is the model and the grid's varying keys. A failure is marked
   ``FAILED`` / ``DIVERGED`` in capitals, and the line is red when the console is a terminal (not with
   ``NO_COLOR`` set).
 
@@ -53,9 +53,10 @@ from typing import IO, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from longrange.experiments.console import PROGRESS_LOGGER, quiet, red, silence_library_noise
-from longrange.experiments.jobs import LAUNCH_ENV, job_state
 from longrange.experiments.results import read_result
+from longrange.experiments.sweep.console import PROGRESS_LOGGER, quiet, red, silence_library_noise
+from longrange.experiments.sweep.grid import expected_jobs
+from longrange.experiments.sweep.jobs import LAUNCH_ENV, job_state
 
 PROGRESS_DIR = ".progress"  # in the sweep folder: <launch>.jsonl (finished jobs), <launch>.lines.jsonl
 log = logging.getLogger(PROGRESS_LOGGER)
@@ -263,7 +264,6 @@ class Progress(Callback):
             quiet(False)
 
     def _report(self, config: DictConfig, job_return: Any) -> None:
-        from longrange.experiments.analysis import expected_jobs
 
         launch, sweep_dir = os.environ[LAUNCH_ENV], Path(config.hydra.sweep.dir)
         run_dir = Path(config.hydra.runtime.output_dir)

@@ -9,7 +9,12 @@ wrote a result, and the tests validate every point of every preset.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
+
+from longrange.experiments import resolvers
 
 
 def grid_points(params: Mapping[str, object] | None, overrides: list[str]) -> list[list[str]]:
@@ -30,3 +35,18 @@ def parse_point(point: list[str]) -> dict[str, Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(point)}
+
+
+def expected_jobs(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The grid of the last launch, from Hydra's multirun.yaml: (job folder, {key: value}) per job."""
+    if not (sweep_dir / "multirun.yaml").exists():
+        return []
+    resolvers.register()  # multirun.yaml keeps the config's interpolations (``${not_hashed:...}``)
+    hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+    exclude = set(hydra.job.config.override_dirname.exclude_keys)
+    expected = []
+    for point in grid_points(hydra.sweeper.get("params"), list(hydra.overrides.task)):
+        kept = {k: v for k, v in parse_point(point).items() if k not in exclude}
+        name = ",".join(sorted(line for line in point if line.split("=", 1)[0] not in exclude))
+        expected.append((sweep_dir / name, kept))
+    return expected

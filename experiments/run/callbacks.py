@@ -25,14 +25,23 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from longrange.datasets.base import IGNORE
 from longrange.datasets.datamodule import TaskDataModule, samples_within
 from longrange.experiments.figures import GRADIENT_AXES, PROBE_AXES, attention_figure, curves_figure, to_image
-from longrange.experiments.measurements import (
+from longrange.experiments.results import (
+    DIAGNOSTICS_FILE,
+    flatten,
+    model_name,
+    regime,
+    write_json_atomic,
+)
+from longrange.experiments.run.measurements import (
     Answers,
     attention_maps,
     attention_mass,
@@ -44,8 +53,7 @@ from longrange.experiments.measurements import (
     probe_offsets,
     ridge_probe,
 )
-from longrange.experiments.resources import (
-    DEFAULT_EVAL_TOKENS,
+from longrange.experiments.run.resources import (
     DIAGNOSTIC_SAMPLES,
     MAP_ELEMENTS,
     MAP_MAX_LEN,
@@ -54,7 +62,6 @@ from longrange.experiments.resources import (
     PROBE_FIT_TOKENS,
     PROBE_SAMPLES,
 )
-from longrange.experiments.results import DIAGNOSTICS_FILE, read_result, write_json_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -63,6 +70,33 @@ if TYPE_CHECKING:
 
 PROBE_STREAM_INDEX = 2**40  # probe-fitting samples: a batch index of the training stream no run reaches
 log = logging.getLogger("longrange")
+
+
+def build_callbacks(nodes: Any, config_hash: str) -> list[pl.Callback]:
+    """The run's Lightning callbacks from its ``callbacks`` node (conf/callbacks/), in order; a node set to
+    null is left out. Those that record which config they belong to (``config_hash``) get the run's."""
+    found = [instantiate(node, _convert_="all") for node in nodes.values() if node is not None]
+    for callback in found:
+        if hasattr(callback, "config_hash"):
+            callback.config_hash = config_hash
+    return found
+
+
+class ThresholdBudget(EarlyStopping):
+    """``train.budget``: with "to_threshold", Lightning's EarlyStopping stops the run at the first
+    validation whose ``val/acc`` reaches ``threshold``; with "fixed_steps" it never stops it."""
+
+    def __init__(self, budget: str, threshold: float) -> None:
+        super().__init__("val/acc", mode="max", stopping_threshold=threshold, patience=10**9)
+        self.active = budget == "to_threshold"
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.active:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.active:
+            super().on_train_epoch_end(trainer, pl_module)
 
 
 class LogDecodedSamples(pl.Callback):
@@ -146,15 +180,19 @@ class Diagnostics(pl.Callback):
     def __init__(
         self,
         out_dir: Path,
+        eval_tokens: int,
         samples: int = DIAGNOSTIC_SAMPLES,
         probe_samples: int = PROBE_SAMPLES,
         probe_eval_samples: int = PROBE_EVAL_SAMPLES,
         heatmap_distances: int = 3,
         heatmap_every: int = 5,
-        eval_tokens: int = DEFAULT_EVAL_TOKENS,
         map_max_len: int = MAP_MAX_LEN,
+        config_hash: str | None = None,
     ) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir, self.config_hash = (
+            Path(out_dir),
+            config_hash,
+        )  # the run's hash: stale files are detectable
         self.samples, self.probe_samples, self.probe_eval_samples = samples, probe_samples, probe_eval_samples
         self.heatmap_distances, self.heatmap_every = heatmap_distances, heatmap_every
         self.eval_tokens, self.map_max_len = eval_tokens, map_max_len
@@ -250,9 +288,8 @@ class Diagnostics(pl.Callback):
     def _measure(self, trainer: pl.Trainer, module: LongRangeModule) -> dict[str, Any]:
         """The content of diagnostics.json (see the module docstring), per validation distance (JSON turns
         the integer keys into strings; ``results.read_diagnostics`` turns them back)."""
-        run = read_result(self.out_dir) or {}  # train.py writes it before fitting, with the config hash
         keys = ("gradient_norm", "probe_accuracy", "probe_chance", "attention_mass", "attention_uniform")
-        result: dict[str, Any] = {"step": trainer.global_step, "config_hash": run.get("config_hash")}
+        result: dict[str, Any] = {"step": trainer.global_step, "config_hash": self.config_hash}
         result |= {key: {} for key in keys}
         val = self._val_answers(trainer, max(self.samples, self.probe_eval_samples), module.device)
         for d, answers in val.items():
@@ -329,3 +366,19 @@ def _spread(values: list[int], count: int) -> list[int]:
     if len(values) <= count:
         return values
     return sorted({values[round(i * (len(values) - 1) / max(1, count - 1))] for i in range(count)})
+
+
+def tensorboard_hparams(
+    config: dict[str, Any], record: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hparams, metrics) for ``trainer.logger.log_hyperparams``: ``Model``, ``Regime`` and ``Task`` (the
+    first columns of the HParams tab), the whole resolved config (Lightning flattens it: ``data/distance``)
+    and the parameter count; metrics ``hparams/test_acc`` then ``hparams/val_acc`` (those known)."""
+    choices = record.get("choices") or {}
+    task = (
+        choices.get("data") or str((config.get("data") or {}).get("_target_", "?")).rsplit(".", 1)[-1].lower()
+    )
+    headline = {"Model": model_name(record), "Regime": regime(flatten(config)), "Task": task}
+    hparams = headline | config | {"parameters": record.get("parameters")}
+    metrics = {f"hparams/{k}": record[k] for k in ("test_acc", "val_acc") if record.get(k) is not None}
+    return hparams, metrics

@@ -9,8 +9,9 @@ sweep grid, before the first job starts) goes through :func:`validate`:
   hold only its target's constructor arguments, with values of the annotated types;
 * the task and the model are constructed (cheap: no data, ~100k parameters), so their own range checks
   run, and the longest sequence must fit the model's ``max_len``;
-* ``resources`` must match ``resources.ResourcesConfig``, and :class:`ValidateConfig` checks each job's
-  estimated peak memory against its limit (``resources.check``) before anything trains.
+* ``resources`` must match ``resources.ResourcesConfig``; the launch's check
+  (``sweep.validate.ValidateConfig``) also compares each job's estimated peak memory with its limit
+  (``resources.check``) before anything trains.
 
 Each failure is one line naming the key, the value and what is allowed.
 """
@@ -18,22 +19,33 @@ Each failure is one line naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import inspect
+import json
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from hydra.experimental.callback import Callback
+import torch
 from hydra.utils import get_method
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from longrange.experiments import resources
-from longrange.experiments.grid import grid_points
+from longrange.experiments.run import resources
 from longrange.models.module import build_backbone
 
-ROOT_KEYS = ("name", "seed", "threads", "data", "model", "train", "trainer", "logger", "resources")
-TARGET_NODES = ("data", "model", "trainer", "logger")
+ROOT_KEYS = (
+    "name",
+    "seed",
+    "threads",
+    "data",
+    "model",
+    "train",
+    "trainer",
+    "logger",
+    "callbacks",
+    "resources",
+)
+TARGET_NODES = ("data", "model", "trainer", "logger")  # one ``_target_`` each; ``callbacks`` holds several
 
 
 class ConfigError(ValueError):
@@ -42,21 +54,22 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Optimisation and budget (the number of steps is ``trainer.max_steps``).
+    """The root ``train`` node: optimisation and budget (the number of steps is ``trainer.max_steps``).
 
     AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``; the same schedule for every model.
     ``budget``: "fixed_steps" trains exactly ``trainer.max_steps``; "to_threshold" stops early once
     validation accuracy reaches ``threshold``. Either way the step that first reached it is recorded.
+    The values, with their reasons, are written once: in conf/config.yaml (no defaults here).
     """
 
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    threshold: float = 0.9
-    budget: Literal["fixed_steps", "to_threshold"] = "fixed_steps"
-    eval_samples: int = 256
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    min_lr_ratio: float
+    threshold: float
+    budget: Literal["fixed_steps", "to_threshold"]
+    eval_samples: int
 
     def __post_init__(self) -> None:
         for key, low in (("batch_size", 1), ("warmup_steps", 0), ("eval_samples", 1)):
@@ -68,25 +81,17 @@ class TrainConfig:
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)} is out of range; allowed: [0, 1]")
 
+    def optimisation(self) -> dict[str, Any]:
+        """The keys the LightningModule takes (``models.module.LongRangeModule``)."""
+        keys = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "threshold")
+        return {key: getattr(self, key) for key in keys}
+
 
 def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
     """Build the object a ``_target_`` node describes: the task, the trainer, the logger. (The model's node
     is built by ``models.module.build_backbone``, inside the LightningModule, which also checks the
     backbone contract; models never import this package.)"""
     return hydra_instantiate(node, _convert_="all", **kwargs)  # plain lists and dicts, never DictConfigs
-
-
-def around(distance: Any, reach: int = 2) -> Any:
-    """OmegaConf resolver ``${around:${data.distance},2}``: a single distance D and its untrained
-    neighbours, ``[D - 2, ..., D + 2]`` (those >= 0), so that one fixed-distance run also measures how much
-    it relies on the exact position (the report's position-reliance column). A list is returned as is
-    (mixed training distances need no neighbours)."""
-    if isinstance(distance, list | tuple) or hasattr(distance, "__len__"):
-        return list(distance)
-    return [d for d in range(int(distance) - reach, int(distance) + reach + 1) if d >= 0]
-
-
-OmegaConf.register_new_resolver("around", around, replace=True)
 
 
 def plain(cfg: DictConfig) -> dict:
@@ -141,8 +146,22 @@ def check_arguments(path: str, values: dict, target: Any) -> None:
 
 
 def validate(cfg: DictConfig) -> tuple[Any, Any]:
-    """Check a composed config (without its ``hydra`` node); returns the constructed (task, backbone)."""
+    """Check a composed config (without its ``hydra`` node); returns the constructed task and the backbone
+    built on torch's meta device (shapes only: no memory, no random numbers drawn; the trained one is
+    built once, after seeding, by the LightningModule). Each config is checked once per process: a
+    single run's Hydra callback checks it before any folder exists, and ``train`` reuses that."""
     raw = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=False))  # a DictConfig: a dict
+    key = json.dumps(raw, sort_keys=True, default=str)
+    if key not in _CHECKED:
+        _CHECKED.clear()  # one entry: the config of this job
+        _CHECKED[key] = _validate(cfg, raw)
+    return _CHECKED[key]
+
+
+_CHECKED: dict[str, tuple[Any, Any]] = {}
+
+
+def _validate(cfg: DictConfig, raw: dict[str, Any]) -> tuple[Any, Any]:
     missing = _missing_keys(raw)
     if missing:
         raise ConfigError(f"{missing[0]}: no value given (???); set it on the command line or in a preset")
@@ -171,11 +190,26 @@ def validate(cfg: DictConfig) -> tuple[Any, Any]:
                 f"{node}._target_={raw[node]['_target_']!r} cannot be imported: {error}"
             ) from None
         check_arguments(node, raw[node], target)
+    for name, node in (raw.get("callbacks") or {}).items():  # a node each; null drops one
+        if node is None:
+            continue
+        if not isinstance(node, dict) or "_target_" not in node:
+            raise ConfigError(f"callbacks.{name}: needs a _target_ (or null to drop it); see conf/callbacks/")
+        try:
+            check_arguments(f"callbacks.{name}", node, get_method(node["_target_"]))
+        except ConfigError:
+            raise
+        except Exception as error:
+            raise ConfigError(
+                f"callbacks.{name}._target_={node['_target_']!r} cannot be imported: {error}"
+            ) from None
     steps = raw["trainer"].get("max_steps")
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"trainer.max_steps={steps!r} is out of range; allowed: an integer >= 1")
     try:
-        task, backbone = instantiate(cfg.data), build_backbone(plain(cfg.model))
+        task = instantiate(cfg.data)
+        with torch.device("meta"):
+            backbone = build_backbone(plain(cfg.model))
     except Exception as error:  # hydra wraps the constructor's own error: report that one
         raise ConfigError(str(error.__cause__ or error)) from None
     for distance in task.eval_distances:  # one sample per split: a too small sample space fails here
@@ -199,41 +233,3 @@ def _missing_keys(node: Any, path: str = "") -> list[str]:
     if isinstance(node, list):
         return [m for i, v in enumerate(node) for m in _missing_keys(v, f"{path}{i}.")]
     return [path.rstrip(".")] if node == "???" else []
-
-
-class ValidateConfig(Callback):
-    """Hydra callback: validate a single run, or every point of a sweep grid, before any job starts
-    (and before Hydra creates any output folder), and refuse a job whose estimated peak memory exceeds
-    its limit (``resources.check``: the limit of a sweep's jobs accounts for those that run at once).
-    Hydra turns a callback's exceptions into warnings, so a bad config ends the process here with exit
-    code 2 and the one-line message."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            cfg = _without_hydra(config)
-            task, _ = validate(cfg)
-            resources.check(cfg, task)
-        except ConfigError as error:
-            raise SystemExit(f"config error: {error}") from None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.types import RunMode
-
-        hydra = GlobalHydra.instance().hydra
-        assert hydra is not None
-        points = grid_points(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
-        parallel, reserved = resources.parallel_jobs(config.hydra.get("launcher"), len(points))
-        for point in points:
-            composed = hydra.compose_config(config.hydra.job.config_name, point, run_mode=RunMode.RUN)
-            try:
-                cfg = _without_hydra(composed)
-                task, _ = validate(cfg)
-                resources.check(cfg, task, parallel, reserved)
-            except ConfigError as error:
-                raise SystemExit(f"config error in sweep point {','.join(point)}: {error}") from None
-
-
-def _without_hydra(config: DictConfig) -> DictConfig:
-    cfg = OmegaConf.masked_copy(config, [str(k) for k in config.keys() if k != "hydra"])
-    return cfg

@@ -40,6 +40,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from longrange.experiments.results import RESULT_FILE, read_result
+from longrange.experiments.sweep.grid import expected_jobs
 
 log = logging.getLogger("longrange")
 LOCK_FILE = "job.lock"
@@ -138,7 +139,6 @@ class SweepSummary(Callback):
         os.environ[LAUNCH_ENV] = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from longrange.experiments.analysis import expected_jobs  # only here: the grid, from multirun.yaml
 
         sweep_dir, launch = Path(config.hydra.sweep.dir), os.environ.get(LAUNCH_ENV)
         counts: dict[str, int] = {}

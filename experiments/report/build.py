@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from longrange.experiments import figures
-from longrange.experiments import jobs as jobs_module
-from longrange.experiments.analysis import (
+from longrange.experiments.report.analysis import (
     REGIME_TITLES,
     Cell,
     Job,
@@ -50,8 +49,9 @@ from longrange.experiments.analysis import (
     select_on_validation,
     varying_capacity_key,
 )
+from longrange.experiments.report.tensorboard_views import write_tensorboard_summary
 from longrange.experiments.results import read_diagnostics
-from longrange.experiments.tensorboard_views import write_tensorboard_summary
+from longrange.experiments.sweep import jobs as jobs_module
 
 CAPACITY_KEYS = ("data.num_pairs", "data.load", "data.competitors", "data.length")  # items held at once
 BELOW = "†"  # marks a cell clearly below the order-free baseline

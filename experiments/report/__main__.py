@@ -1,0 +1,3 @@
+from longrange.experiments.report.build import main
+
+main()

@@ -1,0 +1,1 @@
+"""One job: its config checked once, its memory estimated, its Lightning callbacks (see ``train``)."""

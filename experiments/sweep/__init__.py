@@ -1,0 +1,1 @@
+"""A sweep's bookkeeping around Hydra's own sweeper and launchers: the grid, job locks, progress, order."""
