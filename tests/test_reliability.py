@@ -96,27 +96,28 @@ def test_sigterm_records_interrupted_and_the_rerun_resumes(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_sigterm_during_evaluation_set_generation_stops_within_10_s(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [
-        f"hydra.run.dir={run_dir}",
-        "model=gru",
-        "data.distance=8",
-        "data.eval_distance=[8,100000]",
-        "resources.max_memory_gb=24",
-        *FAST,
-    ]  # fmt: skip  (debug: a checkpoint, then validation at step 2)
+    # trainer=debug (in FAST): a checkpoint at step 2, then the first validation, which generates the sets
+    args = [f"hydra.run.dir={run_dir}", "model=gru", "data.distance=8", "data.eval_distance=[8,100000]"]
+    args += ["resources.max_memory_gb=24", *FAST]
     for attempt in ("first", "rerun"):
-        process = start_cli(args, tmp_path)
-        wait_for(run_dir / "checkpoints" / "last.ckpt", timeout=180)  # step 2 done: validation starts now
-        time.sleep(3)  # well inside the generation of the D = 100,000 samples
+        process, seen = start_cli(args, tmp_path), []
+        assert process.stdout is not None
+        if attempt == "first":
+            wait_for(run_dir / "checkpoints" / "last.ckpt", timeout=180)  # step 2 done: validation starts
+        else:  # the checkpoint is there from the start: wait for the resume itself
+            for line in process.stdout:
+                seen.append(line)
+                if "Restored all states from the checkpoint" in line:
+                    break
+        time.sleep(3)  # inside the generation of the D = 100,000 validation samples (minutes)
         process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        output = process.communicate(timeout=60)[0]
+        output = "".join(seen) + process.communicate(timeout=60)[0]
         assert time.monotonic() - sent < 10, output[-2000:]
         assert process.returncode == 143, output[-2000:]
         result = read_result(run_dir)
         assert result["status"] == "interrupted" and result["reason"] == "SIGTERM", result
-        if attempt == "rerun":
-            assert "Restoring states from the checkpoint" in output, output[-2000:]
+        assert result["steps"] == 2, result  # stopped in the validation after step 2, both times
 
 
 # Resume from the last checkpoint gives bit-identical final weights (dropout on: RNG state matters).
