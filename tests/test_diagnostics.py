@@ -142,7 +142,6 @@ def test_probe_and_gradient_flow_work_on_an_untrained_lstm() -> None:
     score = last_answers(task.generate("val", 32, 8, seed=0))[8]
     accuracy, chance = memory_probe(module, fit, score, distance=8)
     assert sorted(accuracy) == [0, 1, 2, 4, 8, 9] and chance == pytest.approx(1 / 4)
-    assert all(0 <= a <= 1 for a in accuracy.values())
     gradient = gradient_flow(module, score)
     assert sorted(gradient) == list(range(8 + 5)) and all(v > 0 for v in gradient.values())
     assert all(p.grad is None for p in module.parameters())  # diagnostics never touch the model's grads

@@ -24,6 +24,7 @@ from omegaconf import open_dict
 
 from longrange.experiments.report.build import report
 from longrange.experiments.results import read_result, write_json_atomic
+from longrange.experiments.run.job import readable_checkpoint
 from longrange.experiments.sweep.jobs import JobLock
 from longrange.experiments.train import train
 
@@ -165,13 +166,13 @@ def test_checkpoints_load_weights_only_and_refuse_pickled_code(make_config, tmp_
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    crafted = tmp_path / "crafted.ckpt"
+    # The project's own reader of a job's checkpoint (what a resume loads) runs no pickled code: it sets
+    # the file aside as unreadable and the job starts from scratch.
+    crafted = tmp_path / "checkpoints" / "last.ckpt"
     crafted.write_bytes(pickle.dumps({"state_dict": Payload()}))
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(crafted, weights_only=True)
-    with pytest.raises(pickle.UnpicklingError):
-        LongRangeModule.load_from_checkpoint(crafted)
-    assert not (tmp_path / "pwned").exists()
+    record: dict = {}
+    assert readable_checkpoint(tmp_path, record) is None and "checkpoint_set_aside" in record
+    assert not (tmp_path / "pwned").exists() and not crafted.exists()
 
 
 # Two fresh processes, same seed and thread count: identical weights and metrics, for every model.
