@@ -14,11 +14,14 @@ install: $(VENV)/.installed
 # Editable in setuptools' "compat" mode: a plain path entry (the repository's root) in a .pth file, no import
 # hook, so mypy, editors and any Python started from any folder resolve longrange.models.lstm from the files;
 # a model file added later is found without reinstalling. Packages installed in the venv come first on the
-# path, so the root's other folders (datasets/, models/) never shadow one of them.
+# path, so the root's other folders (datasets/, models/) never shadow one of them. A second path entry holds
+# the project's Hydra plugin (the longest-first sweeper), which Hydra finds only in its namespace package.
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], \
+	  '__editable__.longrange_hydra_plugins.pth').write_text(str(pathlib.Path('experiments/sweep/plugin').resolve()) + '\n')"
 	touch $@
 
 # The demo: the headline sweep at seed 0 with its fixed-distance runs at 16 and 128 (12 of its 24 jobs,

@@ -12,6 +12,7 @@ import pytest
 from helpers import get_json, run_cli, serving_tensorboard, sweep_results
 
 from longrange.experiments.report.build import report
+from longrange.experiments.sweep.order import job_cost
 
 TINY = [
     "data.load=0",
@@ -50,6 +51,28 @@ def test_sweep_writes_one_folder_per_job_named_by_its_overrides(finished_sweep: 
     assert {r["choices"]["model"] for r in found.values()} == {"gru", "attention"}
     assert len({r["config_hash"] for r in found.values()}) == 4
     assert sorted(p.name for p in finished_sweep.parent.iterdir()) == ["tiny"]  # nothing outside the sweep
+
+
+def test_jobs_start_longest_first(finished_sweep: Path) -> None:
+    """Hydra's grid order is distance 2 then 5 for each model; the project's sweeper starts the longer
+    sequences first (the basic launcher runs one job at a time: finishing order is starting order)."""
+    [progress] = (finished_sweep / ".progress").glob("*[0-9].jsonl")
+    started = [json.loads(line)["job"] for line in progress.read_text().splitlines()]
+    for model in ("gru", "attention"):
+        mine = [name for name in started if f"model={model}," in name]
+        assert ["data.distance=5" in name for name in mine] == [True, False], started
+
+
+def test_job_cost_grows_with_steps_and_length(compose) -> None:
+    base = ["model=gru", "data.load=0", "trainer.val_check_interval=100"]
+    cost = {
+        (steps, distance): job_cost(
+            compose([*base, f"trainer.max_steps={steps}", f"data.distance={distance}"])
+        )
+        for steps in (100, 400)
+        for distance in (8, 64)
+    }
+    assert cost[400, 8] > 2 * cost[100, 8] and cost[100, 64] > 2 * cost[100, 8]
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from longrange.experiments.results import read_result
+from longrange.experiments.run.resources import parallel_jobs
 from longrange.experiments.sweep.console import PROGRESS_LOGGER, quiet, red, silence_library_noise
 from longrange.experiments.sweep.grid import expected_jobs
 from longrange.experiments.sweep.jobs import LAUNCH_ENV, job_state
@@ -279,7 +280,8 @@ class Progress(Callback):
         with locked(launch_file(sweep_dir, launch, ".jsonl")) as done:  # counts and lines in one order
             entries = append_line(done, entry)
             total, finished = max(len(grid), len(entries)), {e["job"] for e in entries}
-            suffix = self._suffix(launch, grid, entries, finished, total)
+            workers = parallel_jobs(config.hydra.get("launcher"), total)[0]
+            suffix = self._suffix(launch, grid, entries, finished, total, workers)
             line = job_line(len(entries), total, label, width, result, wall_s, suffix)
             with open(launch_file(sweep_dir, launch, ".lines.jsonl"), "a") as lines:
                 append_line(lines, {"line": line, "alert": result.alert})
@@ -292,12 +294,17 @@ class Progress(Callback):
         entries: list[dict[str, Any]],
         finished: set[str],
         total: int,
+        workers: int = 1,
     ) -> str:
         started = int(launch.rsplit(":", 1)[-1]) / 1e9 if launch.rsplit(":", 1)[-1].isdigit() else None
         elapsed = time.time() - started if started else None
         failed = sum(1 for e in entries if e.get("alert"))
         if len(entries) >= total:
             spent = f"sweep done in {duration(elapsed)}" if elapsed is not None else "sweep done"
+            times = [e["wall_s"] for e in entries if e.get("wall_s")]
+            if times:  # what no order can beat: the job times shared by the workers, or the longest job
+                floor = max(sum(times) / workers, max(times))
+                spent += f" (floor {duration(floor)}: {len(times)} job times over {workers} worker{'s' * (workers > 1)})"
             return spent + (f" ({failed} failed)" if failed else "")
         if elapsed is None:
             return ""

@@ -1,0 +1,123 @@
+"""Longest job first: the order in which a sweep's jobs start, from an estimate of what each one costs.
+
+Hydra's basic sweeper starts the grid in the order of its axes (the last one fastest), so a long job late
+in the grid runs alone at the end while the other workers idle. The project's sweeper
+(``conf/hydra/sweeper/longest_first.yaml``, the default of every multirun) expands the same grid with the
+basic sweeper's own code and starts its jobs by decreasing :func:`job_cost`, so that the parallel
+workers finish together: the sweep's wall time approaches its floor (the sum of the job times over the
+workers, or the longest job).
+
+:func:`job_cost` needs no table per model: it times the model's own training step (forward and backward
+of the shared LightningModule) at two lengths on one thread, once per model config in the launcher
+(:func:`seconds_per_token`, a fraction of a second per model), and multiplies by the tokens the job
+processes: ``trainer.max_steps`` x ``train.batch_size`` x the training length, plus its evaluations
+(every ``trainer.val_check_interval`` steps and the test, at each evaluated distance; a forward pass
+counted as a third of a training step). The estimate only orders jobs; progress lines and the sweep's
+closing line report the measured times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from longrange.datasets.base import IGNORE, TaskBatch
+from longrange.experiments.run.config import instantiate, plain
+from longrange.models.module import LongRangeModule
+
+LENGTHS = (64, 256)  # timed lengths: per-token time is fitted linear in L (attention's grows with L)
+BATCH = 8
+FORWARD_SHARE = 1 / 3  # an evaluation forward pass against a training step's forward and backward
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Seconds per token of a training step at length L: ``base + slope * L`` (fitted at two lengths)."""
+
+    base: float
+    slope: float
+
+    def __call__(self, length: int) -> float:
+        return max(self.base + self.slope * length, 1e-12)
+
+
+def seconds_per_token(model: dict, vocab_size: int) -> Rate:
+    """The model's measured training-step time per token at two lengths, on one thread; cached per model
+    config. The caller's thread count and random state are left as they were."""
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    try:
+        torch.set_num_threads(1)
+        return _timed(json.dumps(model, sort_keys=True, default=str), vocab_size)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(state)
+
+
+@lru_cache(maxsize=64)
+def _timed(model_json: str, vocab_size: int) -> Rate:
+    torch.manual_seed(0)
+    module = LongRangeModule(json.loads(model_json), [f"w{i}" for i in range(vocab_size)])
+    top = module.backbone.max_len or LENGTHS[-1]
+    lengths = [min(length, top) for length in LENGTHS]
+    per_token = []
+    for length in lengths:
+        tokens = torch.randint(1, vocab_size, (BATCH, length))
+        targets = torch.full_like(tokens, IGNORE)
+        targets[:, -1] = tokens[:, 0]
+        batch = TaskBatch(tokens, targets, targets.clone())
+        times = []
+        for _ in range(3):  # the first warms up; the median of three
+            start = time.perf_counter()
+            logits, answers, _ = module.answer_logits(batch)
+            F.cross_entropy(logits, answers).backward()
+            module.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+        per_token.append(statistics.median(times) / (BATCH * length))
+    if lengths[0] == lengths[1]:
+        return Rate(per_token[0], 0.0)
+    slope = max((per_token[1] - per_token[0]) / (lengths[1] - lengths[0]), 0.0)
+    return Rate(per_token[0] - slope * lengths[0], slope)
+
+
+def job_cost(cfg: DictConfig) -> float:
+    """Estimated seconds of one job (a composed config without its hydra node), for ordering jobs."""
+    task = instantiate(cfg.data)
+    rate = seconds_per_token(plain(cfg.model), len(task.vocab.words))
+    steps, batch = int(cfg.trainer.max_steps), int(cfg.train.batch_size)
+    train_lengths = [task.seq_len(d) for d in task.train_distances]
+    length = sum(train_lengths) / len(train_lengths)
+    cost = steps * batch * length * rate(int(length))
+    every = cfg.trainer.get("val_check_interval") or steps
+    evaluations = steps // max(int(every), 1) + 1  # validations, and the test
+    for distance in task.eval_distances:
+        n = task.seq_len(distance)
+        cost += evaluations * int(cfg.train.eval_samples) * n * rate(n) * FORWARD_SHARE
+    return cost
+
+
+def longest_first(jobs: list[list[str]], costs: list[float]) -> list[list[str]]:
+    """The jobs by decreasing cost; equal costs keep the grid's order."""
+    order = sorted(range(len(jobs)), key=lambda i: -costs[i])
+    return [jobs[i] for i in order]
+
+
+def estimates(config_name: str, jobs: list[list[str]]) -> list[float]:
+    """:func:`job_cost` of every job, each composed with Hydra's public compose API (inside the running
+    app). The timing runs model code in the launcher, whose environment its workers inherit: it is put
+    back as it was."""
+    from hydra import compose
+
+    saved = dict(os.environ)
+    try:
+        return [job_cost(compose(config_name, overrides=list(job))) for job in jobs]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
