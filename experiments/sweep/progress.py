@@ -304,7 +304,8 @@ class Progress(Callback):
             times = [e["wall_s"] for e in entries if e.get("wall_s")]
             if times:  # what no order can beat: the job times shared by the workers, or the longest job
                 floor = max(sum(times) / workers, max(times))
-                spent += f" (floor {duration(floor)}: {len(times)} job times over {workers} worker{'s' * (workers > 1)})"
+                over = f"{workers} worker" + ("s" if workers > 1 else "")
+                spent += f" (floor {duration(floor)}: {len(times)} job times over {over})"
             return spent + (f" ({failed} failed)" if failed else "")
         if elapsed is None:
             return ""
