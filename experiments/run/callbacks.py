@@ -32,7 +32,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from longrange.datasets.base import IGNORE
-from longrange.datasets.datamodule import TaskDataModule, samples_within
+from longrange.datasets.datamodule import EVAL_BLOCK_TOKENS, TaskDataModule, samples_within
 from longrange.experiments.figures import GRADIENT_AXES, PROBE_AXES, attention_figure, curves_figure, to_image
 from longrange.experiments.results import (
     DIAGNOSTICS_FILE,
@@ -169,9 +169,9 @@ class Diagnostics(pl.Callback):
     diagnostics.json is the time this callback took over the run.
 
     Memory, at any length (``resources.estimate`` counts the same bounds): the gradient flow's backward
-    pass and the probe's forward passes run on pieces of at most ``eval_tokens`` tokens (one sample at
-    the least; the results are combined exactly), the probe's training samples are generated in pieces
-    of ``resources.PROBE_FIT_TOKENS`` tokens, and attention maps ((B, H, L, L) per layer) are built for
+    pass and the probe's forward passes run on pieces of at most ``resources.eval_tokens`` tokens (one
+    sample at the least; the results are combined exactly), the probe's training samples are generated in
+    pieces of ``resources.PROBE_FIT_TOKENS`` tokens, and attention maps ((B, H, L, L) per layer) are built for
     at most ``resources.MAP_ELEMENTS`` / L^2 samples at once and skipped past ``map_max_len`` tokens
     (logged, and listed under ``skipped`` in diagnostics.json). A stop request (SIGTERM, which Lightning
     records) ends the diagnostics between two pieces.
@@ -180,7 +180,6 @@ class Diagnostics(pl.Callback):
     def __init__(
         self,
         out_dir: Path,
-        eval_tokens: int,
         samples: int = DIAGNOSTIC_SAMPLES,
         probe_samples: int = PROBE_SAMPLES,
         probe_eval_samples: int = PROBE_EVAL_SAMPLES,
@@ -195,7 +194,7 @@ class Diagnostics(pl.Callback):
         )  # the run's hash: stale files are detectable
         self.samples, self.probe_samples, self.probe_eval_samples = samples, probe_samples, probe_eval_samples
         self.heatmap_distances, self.heatmap_every = heatmap_distances, heatmap_every
-        self.eval_tokens, self.map_max_len = eval_tokens, map_max_len
+        self.map_max_len = map_max_len
         self.cost_s, self._validations = 0.0, 0
         self._skipped: set[int] = set()  # distances whose attention maps were skipped (logged once)
 
@@ -307,11 +306,11 @@ class Diagnostics(pl.Callback):
         return result
 
     def _gradient_flow(self, trainer: pl.Trainer, module: LongRangeModule, answers: Answers) -> dict:
-        """``measurements.gradient_flow`` on pieces of at most ``eval_tokens`` tokens, combined exactly:
-        each piece's mean at a distance weighted by its samples that reach that far back."""
+        """``measurements.gradient_flow`` on pieces of at most ``resources.eval_tokens`` tokens, combined
+        exactly: each piece's mean at a distance weighted by its samples that reach that far back."""
         sums: dict[int, float] = defaultdict(float)
         counts: dict[int, int] = defaultdict(int)
-        piece = samples_within(self.eval_tokens, answers.tokens.shape[1], len(answers.position))
+        piece = samples_within(_eval_tokens(trainer), answers.tokens.shape[1], len(answers.position))
         for start in range(0, len(answers.position), piece):
             _stop_if_asked(trainer)
             part = answers.take(slice(start, start + piece))
@@ -327,7 +326,7 @@ class Diagnostics(pl.Callback):
         """``measurements.memory_probe``, with its fit samples generated and its features computed in
         pieces (the same samples and features as in one piece, where one piece fits the bounds)."""
         data, offsets, length = _datamodule(trainer), probe_offsets(distance), score.tokens.shape[1]
-        chunk = samples_within(self.eval_tokens, length, PROBE_CHUNK)
+        chunk = samples_within(_eval_tokens(trainer), length, PROBE_CHUNK)
         piece = samples_within(PROBE_FIT_TOKENS, length, self.probe_samples)
         features, targets = [], []
         for index, start in enumerate(range(0, self.probe_samples, piece)):
@@ -359,6 +358,12 @@ def _datamodule(trainer: pl.Trainer) -> TaskDataModule:
     """The trainer's data module, a ``TaskDataModule`` wherever these callbacks run (``_has_task``).
     Lightning sets ``trainer.datamodule`` at run time without declaring it on ``Trainer``."""
     return cast(TaskDataModule, getattr(trainer, "datamodule", None))
+
+
+def _eval_tokens(trainer: pl.Trainer) -> int:
+    """The run's evaluation budget (``resources.eval_tokens``, which the data module holds): the
+    diagnostics' pieces follow the same bound as evaluation batches."""
+    return _datamodule(trainer).eval_tokens or EVAL_BLOCK_TOKENS
 
 
 def _spread(values: list[int], count: int) -> list[int]:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -49,7 +51,10 @@ def peak_bytes(run: Callable[[], Any]) -> int:
     a running sum of the allocations made inside the block, less those of them freed, peaks at the value
     returned. Memory that existed before (parameters, the batch) is not counted, even when freed inside:
     a free counts only for an address allocated inside the block."""
-    with torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+    with (
+        _without_stderr(),
+        torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler,
+    ):
         run()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "trace.json"
@@ -72,6 +77,23 @@ def peak_bytes(run: Callable[[], Any]) -> int:
 
 
 CPU = {0, 2, 5}  # the trace's "Device Type" of CPU memory: c10::DeviceType CPU, MKLDNN, IDEEP
+
+
+@contextmanager
+def _without_stderr() -> Iterator[None]:
+    """The profiler's C++ side writes two lines to the process's stderr at each start and stop
+    (``USDT: ... profiler_start``), past Python's ``sys.stderr``: in a sweep's console, a few lines per model
+    that say nothing to the user. File descriptor 2 points to /dev/null for the block, then back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _memory_events(trace: str) -> list[dict]:
