@@ -9,7 +9,7 @@ sweep grid, before the first job starts) goes through :func:`validate`:
   hold only its target's constructor arguments, with values of the annotated types;
 * the task and the model are constructed (cheap: no data, ~100k parameters), so their own range checks
   run, and the longest sequence must fit the model's ``max_len``;
-* ``resources`` must match ``resources.ResourcesConfig``; the launch's check
+* ``resources`` must match :class:`ResourcesConfig`; the launch's check
   (``sweep.validate.ValidateConfig``) also compares each job's estimated peak memory with its limit
   (``resources.check``) before anything trains.
 
@@ -30,7 +30,6 @@ from hydra.utils import get_method
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from longrange.experiments.run import resources
 from longrange.models.module import build_backbone
 
 ROOT_KEYS = (
@@ -85,6 +84,29 @@ class TrainConfig:
         """The keys the LightningModule takes (``models.module.LongRangeModule``)."""
         keys = ("lr", "weight_decay", "warmup_steps", "min_lr_ratio", "threshold")
         return {key: getattr(self, key) for key in keys}
+
+
+@dataclass
+class ResourcesConfig:
+    """The root ``resources`` node: memory limits checked before training, and the evaluation budget.
+
+    ``max_memory_gb``: the memory one job may use (GB); ``null``: what this machine has available,
+    shared by the jobs that run at once. ``eval_tokens``: evaluation batches (and the diagnostics'
+    chunks) hold at most this many tokens (batch x length), at least one sample: a longer evaluation
+    distance takes longer, not more memory. Neither changes what a job computes, so neither is part of
+    the config hash or of a sweep's folder names.
+    """
+
+    max_memory_gb: float | None  # the values, with their reasons, are written once: in conf/config.yaml
+    eval_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.max_memory_gb is not None and not self.max_memory_gb > 0:
+            raise ConfigError(
+                f"resources.max_memory_gb={self.max_memory_gb} is out of range; allowed: > 0 or null"
+            )
+        if self.eval_tokens < 1:
+            raise ConfigError(f"resources.eval_tokens={self.eval_tokens} is out of range; allowed: >= 1")
 
 
 def instantiate(node: DictConfig | dict, **kwargs: Any) -> Any:
@@ -178,8 +200,8 @@ def _validate(cfg: DictConfig, raw: dict[str, Any]) -> tuple[Any, Any]:
             raise ConfigError(
                 f"resources={raw['resources']!r}; allowed: a node with max_memory_gb, eval_tokens"
             )
-        check_arguments("resources", raw["resources"], resources.ResourcesConfig)
-        resources.ResourcesConfig(**plain(cfg.resources))
+        check_arguments("resources", raw["resources"], ResourcesConfig)
+        ResourcesConfig(**plain(cfg.resources))
     for node in TARGET_NODES:
         if not isinstance(raw.get(node), dict) or "_target_" not in raw[node]:
             raise ConfigError(f"{node}: needs a _target_; choose one of the files in conf/{node}/")

@@ -40,6 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity
 
+from longrange.datasets.base import IGNORE, TaskBatch
+from longrange.models.module import LongRangeModule
+
 
 def peak_bytes(run: Callable[[], Any]) -> int:
     """Peak bytes of CPU memory allocated inside ``run()`` and alive at once.
@@ -171,9 +174,6 @@ def lengths_for(max_len: int | None) -> tuple[int, int, int]:
 
 @lru_cache(maxsize=64)
 def _measure(model_json: str, vocab_size: int) -> Footprint:
-    from longrange.datasets.base import IGNORE, TaskBatch
-    from longrange.models.module import LongRangeModule
-
     torch.manual_seed(0)
     module = LongRangeModule(json.loads(model_json), [f"w{i}" for i in range(vocab_size)])
     generator = torch.Generator().manual_seed(0)

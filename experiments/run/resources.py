@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from longrange.datasets.datamodule import EVAL_BLOCK_TOKENS, samples_within
+from longrange.experiments.run.config import ConfigError, ResourcesConfig
 from longrange.experiments.run.footprint import Footprint, measure
 
 GB = 2**30
@@ -42,31 +43,6 @@ PROBE_FIT_TOKENS = 2**21  # the memory probe's training samples are generated in
 MAP_ELEMENTS = 2**22  # attention maps: samples per chunk such that samples x L^2 <= this
 MAP_MAX_LEN = 2048  # attention maps (heatmaps, attention mass) are skipped for longer sequences
 DIAGNOSTIC_SAMPLES, PROBE_SAMPLES, PROBE_EVAL_SAMPLES, PROBE_CHUNK = 32, 512, 256, 128  # their defaults
-
-
-@dataclass
-class ResourcesConfig:
-    """The root ``resources`` node: memory limits checked before training, and the evaluation budget.
-
-    ``max_memory_gb``: the memory one job may use (GB); ``null``: what this machine has available,
-    shared by the jobs that run at once. ``eval_tokens``: evaluation batches (and the diagnostics'
-    chunks) hold at most this many tokens (batch x length), at least one sample: a longer evaluation
-    distance takes longer, not more memory. Neither changes what a job computes, so neither is part of
-    the config hash or of a sweep's folder names.
-    """
-
-    max_memory_gb: float | None  # the values, with their reasons, are written once: in conf/config.yaml
-    eval_tokens: int
-
-    def __post_init__(self) -> None:
-        from longrange.experiments.run.config import ConfigError
-
-        if self.max_memory_gb is not None and not self.max_memory_gb > 0:
-            raise ConfigError(
-                f"resources.max_memory_gb={self.max_memory_gb} is out of range; allowed: > 0 or null"
-            )
-        if self.eval_tokens < 1:
-            raise ConfigError(f"resources.eval_tokens={self.eval_tokens} is out of range; allowed: >= 1")
 
 
 # --- estimating -----------------------------------------------------------------------------------
@@ -222,8 +198,6 @@ def limit(cfg: Any, parallel: int = 1, reserved: float | None = None) -> tuple[f
 
 def check(cfg: Any, task: Any, parallel: int = 1, reserved: float | None = None) -> Estimate:
     """Raise ConfigError (one line) when the job's estimate exceeds its limit; return the estimate."""
-    from longrange.experiments.run.config import ConfigError
-
     found = estimate(cfg, task)
     allowed, why = limit(cfg, parallel, reserved)
     if allowed is not None and found.total > allowed:

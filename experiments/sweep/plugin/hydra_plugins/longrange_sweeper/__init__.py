@@ -15,6 +15,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 class LongestFirstSweeper(BasicSweeper):
     def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
+        # here, not at the top: Hydra imports every plugin module whenever any Hydra app starts
         from longrange.experiments.sweep.order import estimates, longest_first
 
         [jobs] = BasicSweeper.split_arguments(overrides, None)  # the grid, in the basic sweeper's order
