@@ -172,18 +172,45 @@ def lengths_for(max_len: int | None) -> tuple[int, int, int]:
     return max(1, top // 16), max(2, top // 4), max(3, top)
 
 
+@contextmanager
+def in_the_launcher() -> Iterator[None]:
+    """Run model code in the calling process (the launcher, for a sweep) on one torch thread, and put back
+    what that code may change there: the thread count, torch's random state and the environment
+    variables (which the sweep's workers would inherit)."""
+    threads, state, environment = torch.get_num_threads(), torch.get_rng_state(), dict(os.environ)
+    try:
+        torch.set_num_threads(1)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(state)
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def untrained(model_json: str, vocab_size: int) -> LongRangeModule:
+    """The shared LightningModule around a model config (JSON), seeded: what the memory and the speed of
+    a model are measured on before a sweep."""
+    torch.manual_seed(0)
+    return LongRangeModule(json.loads(model_json), [f"w{i}" for i in range(vocab_size)])
+
+
+def answer_batch(size: int, length: int, vocab_size: int, generator: torch.Generator) -> TaskBatch:
+    """Random tokens with one answer per sample, at the last position: what the readout and the loss see."""
+    tokens = torch.randint(1, vocab_size, (size, length), generator=generator)
+    targets = torch.full_like(tokens, IGNORE)
+    targets[:, -1] = tokens[:, 0]
+    return TaskBatch(tokens, targets, targets.clone())
+
+
 @lru_cache(maxsize=64)
 def _measure(model_json: str, vocab_size: int) -> Footprint:
-    torch.manual_seed(0)
-    module = LongRangeModule(json.loads(model_json), [f"w{i}" for i in range(vocab_size)])
+    module = untrained(model_json, vocab_size)
     generator = torch.Generator().manual_seed(0)
     lengths = lengths_for(module.backbone.max_len)
 
     def batch(size: int, length: int) -> TaskBatch:
-        tokens = torch.randint(1, vocab_size, (size, length), generator=generator)
-        targets = torch.full_like(tokens, IGNORE)
-        targets[:, -1] = tokens[:, 0]  # one answer per sample: what the readout and the loss see
-        return TaskBatch(tokens, targets, targets.clone())
+        return answer_batch(size, length, vocab_size, generator)
 
     def step(data: TaskBatch) -> None:
         logits, targets, _ = module.answer_logits(data)
@@ -214,15 +241,6 @@ def _measure(model_json: str, vocab_size: int) -> Footprint:
 
 def measure(model: dict, vocab_size: int) -> Footprint:
     """The memory footprint of a model config (``_target_`` and arguments) on a vocabulary of this size;
-    cached per process. It runs the model's own code in the calling process (the launcher, for a sweep),
-    on one torch thread, and puts back what that code may change there: the thread count, torch's random
-    state and the environment variables (which the sweep's workers would inherit)."""
-    threads, state, environment = torch.get_num_threads(), torch.get_rng_state(), dict(os.environ)
-    try:
-        torch.set_num_threads(1)
+    cached per process, measured :func:`in_the_launcher`."""
+    with in_the_launcher():
         return _measure(json.dumps(model, sort_keys=True, default=str), vocab_size)
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_rng_state(state)
-        os.environ.clear()
-        os.environ.update(environment)

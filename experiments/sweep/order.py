@@ -19,7 +19,6 @@ closing line report the measured times.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,11 +26,11 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from hydra import compose
 from omegaconf import DictConfig
 
-from longrange.datasets.base import IGNORE, TaskBatch
 from longrange.experiments.run.config import instantiate, plain
-from longrange.models.module import LongRangeModule
+from longrange.experiments.run.footprint import answer_batch, in_the_launcher, untrained
 
 LENGTHS = (64, 256)  # timed lengths: per-token time is fitted linear in L (attention's grows with L)
 BATCH = 8
@@ -51,28 +50,19 @@ class Rate:
 
 def seconds_per_token(model: dict, vocab_size: int) -> Rate:
     """The model's measured training-step time per token at two lengths, on one thread; cached per model
-    config. The caller's thread count and random state are left as they were."""
-    threads, state = torch.get_num_threads(), torch.get_rng_state()
-    try:
-        torch.set_num_threads(1)
+    config, measured ``in_the_launcher`` (the launcher's threads, random state and environment kept)."""
+    with in_the_launcher():
         return _timed(json.dumps(model, sort_keys=True, default=str), vocab_size)
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_rng_state(state)
 
 
 @lru_cache(maxsize=64)
 def _timed(model_json: str, vocab_size: int) -> Rate:
-    torch.manual_seed(0)
-    module = LongRangeModule(json.loads(model_json), [f"w{i}" for i in range(vocab_size)])
+    module, generator = untrained(model_json, vocab_size), torch.Generator().manual_seed(0)
     top = module.backbone.max_len or LENGTHS[-1]
     lengths = [min(length, top) for length in LENGTHS]
     per_token = []
     for length in lengths:
-        tokens = torch.randint(1, vocab_size, (BATCH, length))
-        targets = torch.full_like(tokens, IGNORE)
-        targets[:, -1] = tokens[:, 0]
-        batch = TaskBatch(tokens, targets, targets.clone())
+        batch = answer_batch(BATCH, length, vocab_size, generator)
         times = []
         for _ in range(3):  # the first warms up; the median of three
             start = time.perf_counter()
@@ -111,13 +101,5 @@ def longest_first(jobs: list[list[str]], costs: list[float]) -> list[list[str]]:
 
 def estimates(config_name: str, jobs: list[list[str]]) -> list[float]:
     """:func:`job_cost` of every job, each composed with Hydra's public compose API (inside the running
-    app). The timing runs model code in the launcher, whose environment its workers inherit: it is put
-    back as it was."""
-    from hydra import compose
-
-    saved = dict(os.environ)
-    try:
-        return [job_cost(compose(config_name, overrides=list(job))) for job in jobs]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    app)."""
+    return [job_cost(compose(config_name, overrides=list(job))) for job in jobs]
