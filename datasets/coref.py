@@ -59,7 +59,9 @@ class CorefRecall(SyntheticTask):
     Args:
         distance: D, tokens strictly between antecedent and answer position; an int or a list.
         eval_distance: distances for validation/test (default: ``distance``).
-        load: K, distractor nouns in the filler (0 <= K < number of relations, and 3K + 2 <= D).
+        load: K, distractor nouns in the filler (0 <= K < number of relations, and 3K + 2 <= D); the
+            default 1 is the headline task's (the cue then names the relation, so remembering which nouns
+            occurred is not enough); 0 is the lecture's bare cue "the".
         num_nouns: candidate answer nouns (2..32); chance level is 1 / num_nouns.
         max_offset: P, the antecedent clause starts after a random number of filler words, 0..P (uniform
             per sample; the sample is padded with filler after the answer position to a common length).
@@ -74,7 +76,7 @@ class CorefRecall(SyntheticTask):
         self,
         distance: int | list[int] = 32,
         eval_distance: int | list[int] | None = None,
-        load: int = 0,
+        load: int = 1,
         num_nouns: int = 32,
         max_offset: int = 8,
     ) -> None:

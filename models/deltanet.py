@@ -7,11 +7,14 @@ writes back only the correction toward the new value, with a learned per-head st
 
     S_t = S_{t-1} + β_t k_t (v_t - S_{t-1}ᵀ k_t)ᵀ = (I - β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ.
 
-With unit-norm keys, β_t = 1 overwrites the value stored under k_t exactly. Papers: Schlag, Irie and
-Schmidhuber 2021, "Linear Transformers Are Secretly Fast Weight Programmers" (the rule); Yang, Wang, Zhang,
-Shen and Kim 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (the chunked
-WY training form and the layer used here: SiLU and a short causal convolution on q, k, v, L2-normalised q
-and k, β = sigmoid(W_β x), an RMSNorm per head on the output).
+With unit-norm keys, β_t = 1 overwrites the value stored under k_t exactly. The eigenvalue knob
+(``negative_eigenvalues``, conf/model/deltanet_negeig.yaml) widens β to (0, 2), so that the transition
+I - β_t k_t k_tᵀ can have a negative eigenvalue (Grazzi et al. 2025; see :class:`DeltaNet`).
+
+Papers: Schlag, Irie and Schmidhuber 2021, "Linear Transformers Are Secretly Fast Weight Programmers" (the
+rule); Yang, Wang, Zhang, Shen and Kim 2024, "Parallelizing Linear Transformers with the Delta Rule over
+Sequence Length" (the chunked WY training form and the layer used here: SiLU and a short causal
+convolution on q, k, v, L2-normalised q and k, β = sigmoid(W_β x), an RMSNorm per head on the output).
 
 Public reference read: flash-linear-attention (fla-org), ``fla/ops/delta_rule/naive.py`` (the recurrence
 and the chunked reference), ``fla/ops/delta_rule/chunk.py`` (query scale 1/sqrt(d_k) after the L2 norm),
@@ -90,14 +93,18 @@ class DeltaRule(nn.Module):
 
     Per position: q, k, v projections (width each, no bias) and the β logits (one per head, no bias); a
     depthwise causal convolution over q, k, v, then SiLU; q and k L2-normalised per head (q also scaled by
-    1/sqrt(d_k) as in the reference); β = sigmoid(logit). After the delta rule, an RMSNorm per head (one
-    weight vector of d_v shared by the heads) and an output projection (no bias).
+    1/sqrt(d_k) as in the reference); β = sigmoid(logit), or 2 sigmoid(logit) with ``negative_eigenvalues``.
+    After the delta rule, an RMSNorm per head (one weight vector of d_v shared by the heads) and an output
+    projection (no bias).
     """
 
-    def __init__(self, width: int, num_heads: int, conv_size: int, chunk_size: int) -> None:
+    def __init__(
+        self, width: int, num_heads: int, conv_size: int, chunk_size: int, negative_eigenvalues: bool = False
+    ) -> None:
         super().__init__()
         self.width, self.num_heads, self.head_dim = width, num_heads, width // num_heads
         self.chunk_size = chunk_size
+        self.beta_max = 2.0 if negative_eigenvalues else 1.0  # β = beta_max * sigmoid(logit)
         self.qkv = nn.Linear(width, 3 * width, bias=False)  # q, k, v side by side
         self.beta = nn.Linear(width, num_heads, bias=False)
         self.conv = CausalConv1d(3 * width, conv_size)
@@ -116,7 +123,8 @@ class DeltaRule(nn.Module):
         qkv = self.conv(qkv).reshape(B, n, C, 3, H, d).permute(3, 0, 4, 1, 2, 5)  # (3, B, H, n, C, d)
         q, k, v = F.silu(qkv.contiguous()).unbind(0)  # each (B, H, n, C, d), one copy into chunk layout
         q, k = unit(q, d**-0.5), unit(k)
-        beta = torch.sigmoid(self.beta(x)).view(B, n, C, H).permute(0, 3, 1, 2)  # (B, H, n, C)
+        beta = self.beta_max * torch.sigmoid(self.beta(x))  # (B, L + pad, H)
+        beta = beta.view(B, n, C, H).permute(0, 3, 1, 2)  # (B, H, n, C)
         o = chunked_delta_rule(q, k, v, beta.unsqueeze(-1)).view(B, H, n * C, d)  # (B, H, L + pad, d_v)
         o = self.norm(o)  # per head
         return self.out(o.transpose(1, 2).flatten(2))[:, :L]  # heads side by side -> (B, L, width)
@@ -128,7 +136,7 @@ class DeltaRule(nn.Module):
         qkv, conv_state = self.conv.step(self.qkv(x), conv_state)
         q, k, v = F.silu(qkv).view(-1, 3, self.num_heads, self.head_dim).unbind(1)  # (B, H, d)
         q, k = unit(q, self.head_dim**-0.5), unit(k)
-        beta = torch.sigmoid(self.beta(x)).unsqueeze(-1)  # (B, H, 1)
+        beta = self.beta_max * torch.sigmoid(self.beta(x)).unsqueeze(-1)  # (B, H, 1)
         if s is None:
             s = x.new_zeros(x.shape[0], self.num_heads, self.head_dim, self.head_dim)
         stored = (k.unsqueeze(-2) @ s).squeeze(-2)  # (B, H, d_v): Sᵀ k, what the key retrieves now
@@ -151,6 +159,15 @@ class DeltaNet(MixerStack):
             default model at the matched ~106k parameters; 4 x width would give 115k); 0 drops the MLP.
         conv_size: kernel of the short causal convolution on q, k, v (4 in the paper; 1 is no mixing).
         chunk_size: positions per chunk of the training form: a speed knob only (outputs are the same).
+        negative_eigenvalues: the range of β, hence of the state transition's eigenvalues. The transition
+            I - β_t k_t k_tᵀ (unit k_t) has the eigenvalue 1 - β_t along k_t and 1 elsewhere. false (the
+            reference's): β = sigmoid(logit) in (0, 1), eigenvalues in (0, 1]. true (the extended range of
+            Grazzi et al. 2025, "Unlocking state-tracking in linear RNNs through negative eigenvalues", the
+            reference's ``allow_neg_eigval``): β = 2 sigmoid(logit) in (0, 2), eigenvalues in (-1, 1]; at
+            β = 2 the transition is a reflection, which flips the stored value along k_t: what tracking
+            parity needs, and, composed over layers, permutations. Same parameters and initialisation (β
+            starts near 1 instead of 0.5); the chunked form is exact for any β (its triangular system has
+            a unit diagonal whatever β is). conf/model/deltanet_negeig.yaml.
 
     Initialisation: PyTorch's defaults (Kaiming-uniform Linear and convolution weights, the convolution's
     bias uniform, norms at weight 1), as for this project's Transformer. The reference initialises every
@@ -170,6 +187,7 @@ class DeltaNet(MixerStack):
         d_ff: int | None = None,
         conv_size: int = 4,
         chunk_size: int = 32,
+        negative_eigenvalues: bool = False,
     ) -> None:
         for key, value in (("width", width), ("num_layers", num_layers), ("num_heads", num_heads)):
             if value < 1:
@@ -182,9 +200,11 @@ class DeltaNet(MixerStack):
             raise ValueError(f"model.conv_size={conv_size}; allowed: an integer >= 1")
         if chunk_size < 1:
             raise ValueError(f"model.chunk_size={chunk_size}; allowed: an integer >= 1")
+        if not isinstance(negative_eigenvalues, bool):
+            raise ValueError(f"model.negative_eigenvalues={negative_eigenvalues!r}; allowed: true or false")
         d_ff = 7 * width // 2 if d_ff is None else d_ff
 
         def make_mixer(layer: int) -> DeltaRule:
-            return DeltaRule(width, num_heads, conv_size, chunk_size)
+            return DeltaRule(width, num_heads, conv_size, chunk_size, negative_eigenvalues)
 
         super().__init__(width, num_layers, make_mixer, d_ff)

@@ -24,6 +24,11 @@ for the chunk states, linear in L, in matmuls.
 
 Training form: the chunked SSD algorithm (a Python loop over chunks only, for passing the state from chunk
 to chunk). Recurrent form: the per-step recurrence above, with the short convolution's buffer.
+
+The eigenvalue knob (``negative_eigenvalues``, conf/model/mamba_negeig.yaml): a head's state transition is
+the decay exp(dt_t A_h) times the identity, so the decay is its eigenvalue, in (0, 1); with the knob it
+becomes 2 exp(dt_t A_h) - 1 in (-1, 1) (Grazzi et al. 2025), so that a token can flip the state's sign,
+which parity needs. The chunked form carries the signs apart from the log magnitudes (:func:`ssd_scan`).
 """
 
 from __future__ import annotations
@@ -41,12 +46,21 @@ from longrange.models.layers import CausalConv1d, MixerStack
 MixerState = tuple[Tensor, Tensor, Tensor]  # conv buffers of x and [B, C], SSM state (b, H, P, N)
 
 
-def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
+def ssd_scan(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int, negative_eigenvalues: bool = False
+) -> Tensor:
     """The selective scan over a whole sequence, chunked (state starts at zero).
 
     x (b, L, H, P) inputs per head, dt (b, L, H) step sizes, A (H,) negative decay rates,
     B and C (b, L, N) input and output projections of the state, shared by the heads.
-    Returns y (b, L, H, P) with y_t = sum_{s <= t} exp(sum_{s < r <= t} dt_r A) (C_t . B_s) dt_s x_s.
+    Returns y (b, L, H, P) with y_t = sum_{s <= t} (prod_{s < r <= t} a_r) (C_t . B_s) dt_s x_s, where the
+    decay a_r = exp(dt_r A) (in (0, 1]) or, with ``negative_eigenvalues``, 2 exp(dt_r A) - 1 (in (-1, 1]).
+
+    The chunked algorithm works with log decays (their cumulative sums). A signed decay is split into its
+    magnitude, whose log the algorithm takes as before, and its sign: with sigma_t = prod_{r <= t} sign(a_r)
+    (over the whole sequence), prod_{s < r <= t} sign(a_r) = sigma_t sigma_s, so the signs go into the
+    inputs (sigma_s dt_s x_s) and out of the outputs (sigma_t y_t) and the scan in between is unchanged:
+    exact, whatever the chunk borders, with the same hand-written backward.
     """
     b, L, H, P = x.shape
     chunk = min(chunk, L)  # a short sequence is one chunk, unpadded
@@ -54,11 +68,31 @@ def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int)
     if pad:
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
     c, N = x.shape[1] // chunk, B.shape[-1]
-    xdt = (x * dt[..., None]).view(b, c, chunk, H, P)  # (b, c, Q, H, P): dt_s x_s
+    log_decay = dt * A  # (b, L, H): log a_t <= 0
+    xdt = x * dt[..., None]  # (b, L, H, P): dt_s x_s
+    if negative_eigenvalues:
+        log_decay, negative = signed_decay(log_decay)
+        sigma = 1 - 2 * (negative.cumsum(1) % 2).to(x.dtype)  # (b, L, H): sign of prod_{r <= t} a_r
+        xdt = xdt * sigma[..., None]
     B, C = B.reshape(b, c, chunk, N), C.reshape(b, c, chunk, N)  # (b, c, Q, N)
-    cum = (dt * A).view(b, c, chunk, H).cumsum(2)  # (b, c, Q, H): log decay from the chunk's start, <= 0
-    y = ChunkedScan.apply(xdt, cum, B, C)  # (b, c, Q, H, P)
-    return y.reshape(b, c * chunk, H, P)[:, :L]
+    cum = log_decay.view(b, c, chunk, H).cumsum(2)  # (b, c, Q, H): log decay from the chunk's start, <= 0
+    y = ChunkedScan.apply(xdt.view(b, c, chunk, H, P), cum, B, C).reshape(b, c * chunk, H, P)
+    if negative_eigenvalues:
+        y = y * sigma[..., None]
+    return y[:, :L]
+
+
+# The smallest decay magnitude of the extended range: |2 exp(dt A) - 1| is raised to it, in both forms
+# alike. Its log (-13.8) keeps the chunked form's cumulative sums finite, and the gradient of the magnitude
+# through the log (1 / |a|) bounded where a crosses zero.
+MIN_DECAY = 1e-6
+
+
+def signed_decay(log_decay: Tensor) -> tuple[Tensor, Tensor]:
+    """The extended range's decay a = 2 exp(log_decay) - 1 in (-1, 1], as log(max(|a|, MIN_DECAY)) and
+    the mask a < 0 (both the shape of ``log_decay``)."""
+    a = 2 * log_decay.exp() - 1
+    return a.abs().clamp_min(MIN_DECAY).log(), a < 0
 
 
 class ChunkedScan(torch.autograd.Function):
@@ -186,8 +220,10 @@ class Mamba2Mixer(nn.Module):
         A_init_max: float,
         dt_min: float,
         dt_max: float,
+        negative_eigenvalues: bool,
     ) -> None:
         super().__init__()
+        self.negative_eigenvalues = negative_eigenvalues
         self.d_inner, self.d_state, self.head_dim = expand * width, d_state, head_dim
         self.num_heads, self.chunk_size = self.d_inner // head_dim, chunk_size
         H = self.num_heads
@@ -219,7 +255,8 @@ class Mamba2Mixer(nn.Module):
         x = F.silu(self.conv_x(self.in_x(u))).unflatten(-1, (self.num_heads, self.head_dim))  # (b, L, H, P)
         B, C = F.silu(self.conv_BC(self.in_BC(u))).chunk(2, dim=-1)  # (b, L, N) each
         dt = F.softplus(self.in_dt(u) + self.dt_bias)  # (b, L, H)
-        y = ssd_scan(x, dt, -torch.exp(self.A_log), B, C, self.chunk_size)  # (b, L, H, P)
+        A = -torch.exp(self.A_log)
+        y = ssd_scan(x, dt, A, B, C, self.chunk_size, self.negative_eigenvalues)  # (b, L, H, P)
         return self._output(y, x, self.in_z(u))
 
     def step(self, u: Tensor, state: MixerState | None) -> tuple[Tensor, MixerState]:
@@ -231,7 +268,12 @@ class Mamba2Mixer(nn.Module):
         x = F.silu(x).unflatten(-1, (self.num_heads, self.head_dim))  # (b, H, P)
         B, C = F.silu(BC).chunk(2, dim=-1)  # (b, N) each
         dt = F.softplus(self.in_dt(u) + self.dt_bias)  # (b, H)
-        decay = torch.exp(dt * -torch.exp(self.A_log))  # (b, H)
+        log_decay = dt * -torch.exp(self.A_log)  # (b, H)
+        if self.negative_eigenvalues:  # 2 exp(dt A) - 1, its magnitude raised to MIN_DECAY as in forward
+            magnitude, negative = signed_decay(log_decay)
+            decay = torch.where(negative, -magnitude.exp(), magnitude.exp())
+        else:
+            decay = log_decay.exp()  # exp(dt A) in (0, 1]
         update = (dt[..., None] * x)[..., None] * B[:, None, None, :]  # (b, H, P, N): dt x B^T
         ssm = update if ssm is None else ssm * decay[..., None, None] + update
         y = ssm @ C[:, None, :, None]  # (b, H, P, 1): S C
@@ -257,6 +299,13 @@ class Mamba2(MixerStack):
         chunk_size: Q, positions per chunk of the SSD algorithm (speed only, the result is the same).
         A_init_min, A_init_max: A = -a per head, a drawn uniformly in [A_init_min, A_init_max].
         dt_min, dt_max: range of the initial step sizes, drawn log-uniformly.
+        negative_eigenvalues: the range of the per-step decay a_t, the state transition's one eigenvalue
+            per head. false (Mamba-2's own): a_t = exp(dt_t A) in (0, 1), the state only fades. true (the
+            extended range of Grazzi et al. 2025, "Unlocking state-tracking in linear RNNs through negative
+            eigenvalues"): a_t = 2 exp(dt_t A) - 1 in (-1, 1), so a token can flip the state's sign, which
+            tracking parity needs (a_t = -1 at a 1, +1 at a 0) and no decay in (0, 1) can do. Same
+            parameters and initialisation (the initial decays 0.2..0.999 become -0.6..0.998); magnitudes
+            below 1e-6 are raised to 1e-6 (``MIN_DECAY``) in both forms. conf/model/mamba_negeig.yaml.
 
     Defaults (106,361 parameters with the default task, like the LSTM's 107,225): Mamba's own expand = 2,
     and the width (80) chosen to match the parameter count; d_state = 32 rather than Mamba-2's 64-128,
@@ -287,6 +336,7 @@ class Mamba2(MixerStack):
         A_init_max: float = 16.0,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
+        negative_eigenvalues: bool = False,
     ) -> None:
         sizes = {"width": width, "num_layers": num_layers, "expand": expand, "d_state": d_state}
         sizes |= {"num_heads": num_heads, "d_conv": d_conv, "chunk_size": chunk_size}
@@ -303,5 +353,12 @@ class Mamba2(MixerStack):
             )
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"model.dt_min={dt_min}, model.dt_max={dt_max}; allowed: 0 < min <= max")
-        args = (expand, d_state, head_dim, d_conv, chunk_size, A_init_min, A_init_max, dt_min, dt_max)
-        super().__init__(width, num_layers, lambda layer: Mamba2Mixer(width, num_layers, *args), d_ff=0)
+        if not isinstance(negative_eigenvalues, bool):
+            raise ValueError(f"model.negative_eigenvalues={negative_eigenvalues!r}; allowed: true or false")
+
+        def make_mixer(layer: int) -> Mamba2Mixer:
+            sizes = (expand, d_state, head_dim, d_conv, chunk_size)
+            init = (A_init_min, A_init_max, dt_min, dt_max)
+            return Mamba2Mixer(width, num_layers, *sizes, *init, negative_eigenvalues)
+
+        super().__init__(width, num_layers, make_mixer, d_ff=0)

@@ -39,7 +39,7 @@ def test_exact_distance_and_unique_correct_answer(distance: int, load: int) -> N
 
 
 def test_lecture_example_with_bare_cue() -> None:
-    task = CorefRecall(distance=8, max_offset=0)
+    task = CorefRecall(distance=8, load=0, max_offset=0)  # no distractor: the bare cue "the"
     words = task.vocab.decode(task.generate("val", 1, 8, seed=0).tokens[0]).split()
     assert words[:2] == ["<bos>", "i"] and words[3] == "a" and words[4] in NOUNS and words[-1] == "the"
     assert task.chance_level == pytest.approx(1 / 32)
@@ -55,7 +55,7 @@ def test_antecedent_position_varies_with_the_offset() -> None:
 def test_no_evaluation_sample_occurs_in_the_training_stream_where_samples_repeat() -> None:
     """A small sample space (~2**14 samples; 10,240 drawn for training): samples repeat within the
     training stream, yet none of them is ever drawn for validation or test."""
-    task = CorefRecall(distance=2, max_offset=0)
+    task = CorefRecall(distance=2, load=0, max_offset=0)
     train = [tuple(r) for s in range(40) for r in task.generate("train", 256, 2, 0, s).tokens.tolist()]
     assert len(set(train)) < len(train)  # repeats: the guarantee below is not luck
     for split in ("val", "test"):
@@ -84,11 +84,11 @@ def test_buckets_spread_evenly_on_a_large_sample_space() -> None:
         ({"num_nouns": 1}, r"data.num_nouns=1 is out of range; allowed: an integer in \[2, 32\]"),
         ({"distance": 20, "load": 3, "num_nouns": 3}, r"data.num_nouns=3 is out of range; .*\[4, 32\]"),
         (  # 8 relations x 2 nouns = 16 samples
-            {"distance": 0, "num_nouns": 2, "max_offset": 0},
+            {"distance": 0, "load": 0, "num_nouns": 2, "max_offset": 0},
             r"data.distance=0 with data.num_nouns=2 and data.max_offset=0 allows only about 2\*\*4.0 "
             r"distinct samples; allowed: >= 2\*\*12",
         ),
-        ({"distance": [1, 64], "max_offset": 0}, r"data.distance=1 .* 2\*\*9.6 distinct samples"),
+        ({"distance": [1, 64], "load": 0, "max_offset": 0}, r"data.distance=1 .* 2\*\*9.6 distinct samples"),
     ],
 )
 def test_bad_parameters_raise(kwargs: dict, message: str) -> None:

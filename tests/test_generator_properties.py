@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from taskcheck import check_batch, single_answers
 
 from longrange.datasets.coref import RELATIONS, CorefRecall
-from longrange.experiments.config import ConfigError, validate
+from longrange.experiments.run.config import ConfigError, validate
 
 
 @st.composite
@@ -50,7 +50,7 @@ def test_invariants_hold_for_any_valid_parameters(task: CorefRecall, seed: int, 
 
 @pytest.mark.parametrize("distance", [0, 1])
 def test_shortest_distances(distance: int) -> None:
-    task = CorefRecall(distance=distance)
+    task = CorefRecall(distance=distance, load=0)  # no distractor fits in 0 or 1 tokens
     batch = task.generate("val", 64, distance, seed=0)
     answer, target = single_answers(batch)
     rows = torch.arange(64)
@@ -87,6 +87,6 @@ def test_tiny_sample_space_is_refused_before_training(compose) -> None:
 
 def test_smallest_accepted_sample_space_fills_every_split() -> None:
     """Just above the refusal threshold, every split still fills quickly."""
-    task = CorefRecall(distance=2, num_nouns=32, max_offset=0)  # ~2**12.2 by the bound, ~2**14.4 in fact
+    task = CorefRecall(distance=2, load=0, num_nouns=32, max_offset=0)  # ~2**12.2 by the bound, ~2**14.4 real
     for split in ("train", "val", "test"):
         assert task.generate(split, 256, 2, seed=0).tokens.shape == (256, 8)

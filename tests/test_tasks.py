@@ -1,28 +1,34 @@
 """The task suite. Per task: every answer is correct, unique and exactly ``distance`` after its source (MQAR,
-copying, selective copying, induction heads, pronoun coreference; coref has tests/test_coref.py). For every
+copying, selective copying, induction heads, pronoun coreference; coref has tests/test_coref.py), or, for the
+state-tracking tasks (parity, modular sums, permutation composition), the state recomputed from the decoded
+text after exactly D + 1 updates. For every
 file in conf/data/ (a new task YAML is tested without editing this file): seeds, disjoint splits, a short
 training run through the real configs, and every point of the presets that sweep it."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_config, train_job
+from helpers import CONF, compose_config, train_job
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from taskcheck import answer_positions, check_batch, task_from_config
 
-from longrange.datasets.base import IGNORE, SyntheticTask, TaskBatch
+from longrange.datasets.base import IGNORE, MIN_SAMPLE_BITS, SyntheticTask, TaskBatch
 from longrange.datasets.copying import BLANK, RECALL, Copying
 from longrange.datasets.induction import TRIGGER, InductionHeads
+from longrange.datasets.modular import QUERY, ModularSum
 from longrange.datasets.mqar import FILLER, MQAR
+from longrange.datasets.parity import Parity
+from longrange.datasets.permutation import GROUPS, PermutationComposition
 from longrange.datasets.pronoun import ADJECTIVES, NOUNS_BY_PRONOUN, PRONOUNS, PronounCoref
-from longrange.experiments.config import validate
-from longrange.experiments.grid import grid_points
+from longrange.experiments.run.config import validate
+from longrange.experiments.sweep.grid import grid_points
 
 
 # --- MQAR -----------------------------------------------------------------------------------------
@@ -150,6 +156,128 @@ def test_pronoun_refers_to_exactly_one_entity(cue: str, distance: int, competito
         assert 0 < first_mentioned < len(batch.tokens)
 
 
+# --- state tracking: parity, modular sums, permutation composition ---------------------------------------
+def segments_of(task: SyntheticTask, batch: TaskBatch, distance: int) -> list[list[tuple[list[str], str]]]:
+    """Per sample: (the segment's D + 1 update words, then its query word) and the target word, per
+    answer; checks the layout on the way (<bos>, then K segments of D + 2 tokens, an answer at each end)."""
+    words, samples, width = task.vocab.words, [], distance + 2  # a segment: D + 1 updates and its query
+    for tokens, targets, positions in zip(
+        batch.tokens.tolist(), batch.targets.tolist(), answer_positions(batch), strict=True
+    ):
+        assert positions == [width * (j + 1) for j in range(len(positions))]
+        assert len(tokens) == 1 + width * len(positions)
+        segments = [[words[t] for t in tokens[p - width + 1 : p + 1]] for p in positions]
+        samples.append([(segment, words[targets[p]]) for segment, p in zip(segments, positions, strict=True)])
+    return samples
+
+
+@pytest.mark.parametrize(("distance", "modulus", "segments"), [(0, 5, 8), (1, 2, 8), (7, 3, 4), (40, 7, 2)])
+def test_modular_sum_answers_each_segments_sum(distance: int, modulus: int, segments: int) -> None:
+    task = ModularSum(distance=distance, modulus=modulus, segments=segments)
+    batch = task.generate("train", 200, distance, seed=6)
+    check_batch(task, batch, distance, segments)
+    answers = set()
+    for sample in segments_of(task, batch, distance):
+        for segment, target in sample:
+            *numbers, query = segment
+            assert query == QUERY and len(numbers) == distance + 1  # D + 1 updates, then the query
+            assert int(target) == sum(map(int, numbers)) % modulus
+            answers.add(target)
+    assert answers == {str(i) for i in range(modulus)}
+    assert task.chance_level == pytest.approx(1 / modulus)
+
+
+@pytest.mark.parametrize(("distance", "segments"), [(1, 8), (11, 1), (30, 3)])
+def test_parity_answers_each_segments_parity(distance: int, segments: int) -> None:
+    task = Parity(distance=distance, segments=segments)
+    batch = task.generate("val", 200, distance, seed=7)
+    check_batch(task, batch, distance, segments)
+    assert len(task.vocab) == 5  # <pad> <bos> 0 1 =
+    for sample in segments_of(task, batch, distance):
+        for (*bits, query), target in sample:
+            assert query == QUERY and set(bits) <= {"0", "1"} and len(bits) == distance + 1
+            assert target == str(bits.count("1") % 2)
+    assert task.chance_level == 0.5
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+@pytest.mark.parametrize(("distance", "segments"), [(0, 8), (5, 3), (33, 2)])
+def test_permutation_answers_where_the_composed_permutation_sends_the_query(
+    group: str, distance: int, segments: int
+) -> None:
+    task = PermutationComposition(distance=distance, group=group, segments=segments)
+    n, size = {"S3": (3, 6), "A4": (4, 12), "S5": (5, 120)}[group]
+    assert task.num_points == n and len(GROUPS[group]) == len(set(GROUPS[group])) == size
+    batch = task.generate("test", 100, distance, seed=8)
+    check_batch(task, batch, distance, segments)
+    seen, ends = set(), set()
+    for sample in segments_of(task, batch, distance):
+        for (*perms, point), target in sample:
+            ball = int(point)
+            for word in perms:  # one-line notation: word[i] is the image of point i, applied in turn
+                assert sorted(word) == [str(i) for i in range(n)]
+                ball = int(word[ball])
+                seen.add(word)
+            assert target == str(ball)
+            ends.add(target)
+    assert ends == {str(i) for i in range(n)}
+    if group == "A4":  # only even permutations
+        assert all(sum(a > b for i, a in enumerate(w) for b in w[i + 1 :]) % 2 == 0 for w in seen)
+    assert task.chance_level == pytest.approx(1 / n)
+
+
+@pytest.mark.parametrize(
+    ("make", "distance", "decoded", "answers"),
+    [
+        (lambda: ModularSum(distance=3, modulus=5, segments=2), 3, "<bos> 4 4 3 0 = 3 4 2 3 =", "1 2"),
+        (lambda: Parity(distance=4, segments=3), 4, "<bos> 0 1 1 0 1 = 1 1 1 1 1 = 1 0 0 1 0 =", "1 1 0"),
+        (
+            lambda: PermutationComposition(distance=2, group="S3", segments=2),
+            2,
+            "<bos> 102 120 210 1 012 021 120 1",
+            "1 0",
+        ),
+    ],
+)
+def test_the_docstrings_worked_examples_are_what_the_code_generates(
+    make, distance: int, decoded: str, answers: str
+) -> None:
+    task = make()
+    batch = task.sample(1, distance, torch.Generator().manual_seed(0))
+    assert task.vocab.decode(batch.tokens[0]) == decoded
+    assert task.vocab.decode(batch.targets[0][batch.targets[0] != IGNORE]) == answers
+    assert decoded in inspect.getmodule(type(task)).__doc__
+
+
+@pytest.mark.parametrize(
+    ("make", "smallest"),
+    [
+        (lambda d: Parity(distance=d, segments=8), 1),  # 2**(8 (D + 1)): 2**16 at D = 1, 2**8 at D = 0
+        (lambda d: Parity(distance=d, segments=1), 11),  # one segment: 2**(D + 1)
+        (lambda d: ModularSum(distance=d, modulus=5, segments=1), 5),  # 5**6 = 15625, 5**5 = 3125
+        (lambda d: PermutationComposition(distance=d, group="S3", segments=1), 4),  # 6**5 x 3, 6**4 x 3
+        (lambda d: PermutationComposition(distance=d, group="S5", segments=1), 1),  # 120**2 x 5, 120 x 5
+    ],
+)
+def test_state_tracking_sample_space_check_at_its_edge(make, smallest: int) -> None:
+    """The shortest accepted distance fills every split at once (MIN_SAMPLE_BITS holds for these tasks);
+    one shorter is refused with the shortest allowed distance in the message."""
+    task = make(smallest)
+    assert task.min_distance == smallest
+    for split in ("train", "val", "test"):
+        assert task.generate(split, 256, smallest, seed=0).tokens.shape[0] == 256
+    with pytest.raises(ValueError, match=rf"allowed: >= 2\*\*{MIN_SAMPLE_BITS}.*>= {smallest} here"):
+        make(smallest - 1)
+
+
+def test_state_tracking_trains_short_and_evaluates_long() -> None:
+    """The extrapolation regime: several short training distances, evaluation far beyond them."""
+    task = Parity(distance=[1, 2, 4], eval_distance=[4, 64])
+    assert task.train_distances == (1, 2, 4) and task.eval_distances == (4, 64)
+    assert task.max_seq_len == task.seq_len(64) == 8 * 66 + 1
+    assert {task.train_batch(8, seed=0, step=s).tokens.shape[1] for s in range(30)} == {25, 33, 49}
+
+
 # --- every task in conf/data/: seeds, splits, the error for a tiny sample space --------------------------
 def two_distance_task(data_name: str) -> SyntheticTask:
     """The task of conf/data/``data_name``.yaml trained at its default distance and 12 more."""
@@ -249,6 +377,21 @@ def test_a_split_without_samples_fails_clearly_instead_of_looping() -> None:
         (lambda: PronounCoref(distance=0, competitors=2), r"data.distance=0 is too short: allowed .* >= 1"),
         (lambda: PronounCoref(cue="name"), r"data.cue='name'; allowed: pronoun, description, mixed"),
         (lambda: PronounCoref(distance=1, competitors=0), r"data.distance=1 .* distinct samples"),
+        (lambda: ModularSum(modulus=1), r"data.modulus=1 is out of range; allowed: .*\[2, 64\]"),
+        (lambda: ModularSum(segments=0), r"data.segments=0 is out of range; allowed: .*\[1, 1024\]"),
+        (lambda: ModularSum(distance=-1), r"data.distance=-1 is out of range"),
+        (
+            lambda: Parity(distance=0),
+            r"data.distance=0 with data.segments=8 allows only about 2\*\*8.0 distinct samples; .*>= 1 here",
+        ),
+        (lambda: Parity(distance=[0, 16]), r"data.distance=0 .* 2\*\*8.0 distinct samples"),
+        (lambda: Parity(distance=16, eval_distance=[0]), r"data.distance=0 .* distinct samples"),
+        (lambda: PermutationComposition(group="S4"), r"data.group='S4'; allowed: S3, A4, S5"),
+        (lambda: PermutationComposition(distance=2.0), r"data.distance=2.0 is not an integer"),
+        (
+            lambda: PermutationComposition(distance=3, group="S3", segments=1),
+            r"data.distance=3 with data.group=S3 and data.segments=1 allows only about 2\*\*11.9",
+        ),
     ],
 )
 def test_bad_parameters_raise_naming_the_parameter(make, message: str) -> None:
@@ -362,3 +505,23 @@ def test_every_point_of_the_zoo_and_its_capacity_axis_is_valid() -> None:
     check_every_point(["experiment=zoo_sweep"])
     for num_pairs in (4, 2):  # the capacity axis (README): fewer pairs than the zoo's 8
         validate(compose_config(["experiment=zoo_sweep", "model=attention", f"data.num_pairs={num_pairs}"]))
+
+
+def test_the_state_tracking_preset_sweeps_every_model_short_to_long() -> None:
+    """experiment=state_tracking: the three tasks, every file of conf/model/ (the extended-eigenvalue
+    variants included), two rates, three seeds; trained at most 16 updates, evaluated at >= 8x that. Every
+    point of one seed and rate is validated (the seed and the rate change nothing the validation checks),
+    and the group axis of the permutation task (A4, S5) with one model."""
+    overrides = ["experiment=state_tracking"]
+    with initialize_config_module("longrange.conf", version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    models = {p.stem for p in (CONF / "model").glob("*.yaml")}
+    assert set(params.model.split(",")) == models and {"deltanet_negeig", "mamba_negeig"} <= models
+    assert params.data.split(",") == ["permutation", "modular", "parity"]
+    assert len(params["train.lr"].split(",")) == 2 and len(str(params.seed).split(",")) == 3
+    assert max(cfg.data.distance) <= 16 and max(cfg.data.eval_distance) >= 8 * max(cfg.data.distance)
+    assert len(grid_points(params, overrides)) == len(models) * 3 * 2 * 3
+    check_every_point([*overrides, "seed=0", "train.lr=1e-3"])
+    for group in ("A4", "S5"):
+        validate(compose_config([*overrides, "data=permutation", f"data.group={group}", "model=gru"]))
