@@ -28,9 +28,9 @@ from benchmarks.common import REPO, load_average
 def estimate(overrides: list[str]) -> tuple[float, str]:
     from hydra import compose, initialize_config_module
 
-    from longrange.experiments.config import validate
-    from longrange.experiments.resources import GB
-    from longrange.experiments.resources import estimate as estimate_memory
+    from longrange.experiments.run.config import validate
+    from longrange.experiments.run.resources import GB
+    from longrange.experiments.run.resources import estimate as estimate_memory
 
     with initialize_config_module("longrange.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)

@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "throughput": ("benchmarks.training", "throughput"),
     "zoo_speed": ("benchmarks.training", "zoo_speed"),
     "threads": ("benchmarks.training", "thread_policy"),
+    "entry_point": ("benchmarks.entry_point", "entry_point"),
     "lightning": ("benchmarks.lightning_overhead", "lightning_overhead"),
     "rnn": ("benchmarks.training", "rnn_scaling"),
     "sweep": ("benchmarks.sweep", "sweep"),

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from functools import partial
-from types import SimpleNamespace
+from typing import Any, cast
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
@@ -31,7 +33,8 @@ from benchmarks.common import (
 )
 from longrange.datasets.base import TaskBatch
 from longrange.datasets.coref import CorefRecall
-from longrange.experiments.grid import grid_points, parse_point
+from longrange.experiments.run.config import TrainConfig
+from longrange.experiments.sweep.grid import grid_points, parse_point
 from longrange.models.module import LongRangeModule
 
 BATCH = 64
@@ -39,7 +42,8 @@ BATCH = 64
 
 def sweep_distances(preset: str) -> list[int]:
     """Every distance a preset's grid trains at (``conf/experiment/PRESET.yaml``), lists flattened: the
-    grid expanded by Hydra's own parser (``longrange.experiments.grid``), e.g. ``8,16,[8,16]`` -> [8, 16]."""
+    grid expanded by Hydra's own parser (``longrange.experiments.sweep.grid``), e.g. ``8,16,[8,16]`` ->
+    [8, 16]."""
     params = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "experiment" / f"{preset}.yaml"))
     found: set[int] = set()
     for point in grid_points(params["hydra"]["sweeper"]["params"], []):  # type: ignore[index]
@@ -58,25 +62,63 @@ def model_names() -> list[str]:
 
 
 def model_config(name: str, **overrides: object) -> dict:
-    config = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml"), resolve=True)
+    """conf/model/NAME.yaml as a run composes it (a file may build on another through its defaults list,
+    e.g. deltanet_negeig.yaml on deltanet.yaml), with ``overrides``."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("longrange.conf", version_base="1.3"):
+        node = compose("config", overrides=[f"model={name}"]).model
+    config = cast("dict[str, Any]", OmegaConf.to_container(node, resolve=True))
     return {**config, **overrides}
 
 
+def optimisation() -> dict[str, Any]:
+    """The module's optimisation keywords (lr, weight_decay, ...) from conf/config.yaml's ``train`` node,
+    where their values are written once (``TrainConfig.optimisation``)."""
+    root = OmegaConf.load(REPO / "conf" / "config.yaml")
+    node = cast("dict[str, Any]", OmegaConf.to_container(root.train, resolve=True))
+    return TrainConfig(**node).optimisation()
+
+
+def configured_optimiser(module: LongRangeModule, max_steps: int) -> tuple[Any, Any]:
+    """The module's own AdamW and schedule (``configure_optimizers``, which reads ``trainer.max_steps``), from
+    a real Trainer attached for the call only (no logger, checkpoints or progress bar)."""
+    quiet = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # its banners (GPU available, ...) on every Trainee
+        logger.setLevel(logging.WARNING)
+    try:
+        trainer = pl.Trainer(
+            max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    module.trainer = trainer
+    try:
+        configured = module.configure_optimizers()
+    finally:
+        module.trainer = None  # type: ignore[assignment]
+    return configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+
+
 class Trainee:
-    """One default model on the default task, trained by a plain PyTorch loop: the project's LightningModule
+    """One default model on the coref task, trained by a plain PyTorch loop: the project's LightningModule
     (embedding, backbone, readout, loss), its own AdamW and schedule, gradient clipping at 1.0 as in
-    conf/trainer/default.yaml, on a few pre-generated batches (so that generation is not timed)."""
+    conf/trainer/default.yaml, on a few pre-generated batches (so that generation is not timed).
+
+    The task has no distractor (``load=0``, the bare cue): a step's cost depends on the length L = D + 14
+    and the batch, not on the tokens, and without distractors the shortest lengths these benchmarks
+    measure (L = 16, 18: D = 2, 4) exist; the headline task (load 1) needs D >= 5."""
 
     def __init__(
         self, name: str, distance: int, batch_size: int = BATCH, seed: int = 0, **model: object
     ) -> None:
         torch.manual_seed(seed)
-        self.task = CorefRecall(distance=distance)
-        self.module = LongRangeModule(model_config(name, **model), self.task.vocab.words)
-        self.module._trainer = SimpleNamespace(max_steps=1000)  # configure_optimizers reads max_steps only
-        configured = self.module.configure_optimizers()
-        self.module._trainer = None
-        self.optimizer, self.scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+        self.task = CorefRecall(distance=distance, load=0)
+        self.module = LongRangeModule(model_config(name, **model), self.task.vocab.words, **optimisation())
+        self.optimizer, self.scheduler = configured_optimiser(self.module, max_steps=1000)
         self.batches = [self.task.train_batch(batch_size, seed, step) for step in range(4)]
         self.tokens = self.batches[0].tokens.numel()
         self.steps = 0
@@ -291,7 +333,7 @@ import json, sys, time, torch
 sys.path.insert(0, sys.argv[3])
 from benchmarks.training import Trainee
 from longrange.datasets.coref import CorefRecall
-from longrange.experiments.grid import grid_points, parse_point
+from longrange.experiments.sweep.grid import grid_points, parse_point
 torch.set_num_threads(1)
 length, batch = int(sys.argv[1]), int(sys.argv[2])
 trainee = Trainee("attention", length - CorefRecall().seq_len(0), batch_size=batch, max_len=max(4096, length))
@@ -361,7 +403,7 @@ sys.path.insert(0, sys.argv[4])
 from benchmarks.common import seconds_per_call
 from benchmarks.training import Trainee
 from longrange.datasets.coref import CorefRecall
-from longrange.experiments.grid import grid_points, parse_point
+from longrange.experiments.sweep.grid import grid_points, parse_point
 name, length, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 trainee = Trainee(name, length - CorefRecall().seq_len(0))
 torch.set_num_threads(count)
