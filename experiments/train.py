@@ -100,6 +100,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
         if previous and previous.get("config_hash") != record["config_hash"]:
             log.warning("%s: config changed since the last run, retraining from scratch", out_dir)
             clear(out_dir)
+        elif previous and previous.get("status") == "running":  # its process died holding nothing: stale
+            log.info("%s: the last run died without a result (interrupted, stale); resuming", out_dir)
         # 3. the config, checked (once per process: a single run's Hydra callback already did it)
         task, backbone = validate(cfg)
         # 4. the record says "running" before anything trains (the report tells stale from live by the lock)
