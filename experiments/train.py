@@ -29,7 +29,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from longrange.datasets.datamodule import TaskDataModule
@@ -79,7 +79,8 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
     whose folder another live process holds returns ``{"status": "skipped", "reason": "running elsewhere
     (pid P on host H since T)", ...}`` without writing anything.
     """
-    start, config = time.perf_counter(), plain(cfg)
+    start, cfg = time.perf_counter(), in_folder(cfg, out_dir)
+    config = plain(cfg)
     record: dict[str, Any] = {"config_hash": config_hash(config), "config": config, "run_dir": str(out_dir)}
     record["choices"] = choices or {"model": model_name(record)}
     with JobLock(out_dir) as lock:
@@ -143,6 +144,17 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
     log.info("%s: %s, test acc %s, %d steps in %.1f s", out_dir, record["status"], accuracy, record["steps"],
              record["wall_time_s"])  # fmt: skip
     return record
+
+
+def in_folder(cfg: DictConfig, out_dir: Path) -> DictConfig:
+    """The config with its run folder set to ``out_dir``: the trainer's root (which the checkpoint and
+    diagnostics callbacks follow) and the logger's folder. Under Hydra both already are its output folder;
+    a caller of ``train`` (a test, a notebook) gets the same layout from ``out_dir`` alone."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.trainer.default_root_dir = str(out_dir)
+        cfg.logger.save_dir = str(out_dir)
+    return cfg
 
 
 def fit_and_test(
