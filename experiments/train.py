@@ -79,7 +79,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
     whose folder another live process holds returns ``{"status": "skipped", "reason": "running elsewhere
     (pid P on host H since T)", ...}`` without writing anything.
     """
-    start, cfg = time.perf_counter(), in_folder(cfg, out_dir)
+    start, given, cfg = time.perf_counter(), cfg, in_folder(cfg, out_dir)
     config = plain(cfg)
     record: dict[str, Any] = {"config_hash": config_hash(config), "config": config, "run_dir": str(out_dir)}
     record["choices"] = choices or {"model": model_name(record)}
@@ -104,7 +104,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
         elif previous and previous.get("status") == "running":  # its process died holding nothing: stale
             log.info("%s: the last run died without a result (interrupted, stale); resuming", out_dir)
         # 3. the config, checked (once per process: a single run's Hydra callback already did it)
-        task, backbone = validate(cfg)
+        task, backbone = validate(given)  # as given: the config the launch's check already saw
         # 4. the record says "running" before anything trains (the report tells stale from live by the lock)
         reset_peak_rss()
         record.update(
