@@ -29,7 +29,8 @@ class ValidateConfig(Callback):
             raise SystemExit(f"config error: {error}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        points = grid_points(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task))
+        sweeper = config.hydra.sweeper
+        points = grid_points(sweeper.get("params"), list(config.hydra.overrides.task), sweeper.get("per_model"))
         parallel, reserved = resources.parallel_jobs(config.hydra.get("launcher"), len(points))
         for point in points:
             try:
