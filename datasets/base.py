@@ -49,11 +49,13 @@ class TaskBatch(NamedTuple):
     distances: Tensor  # (B, L), IGNORE except at answer positions
 
     @staticmethod
-    def with_answers(tokens: Tensor, columns: Tensor, targets: Tensor, distance: int) -> TaskBatch:
+    def with_answers(tokens: Tensor, columns: Tensor, targets: Tensor, distance: int | Tensor) -> TaskBatch:
         """The batch of ``tokens`` (B, L) whose answer positions are ``columns`` (B, n), where the model
-        must produce ``targets`` (B, n), each at ``distance`` from its source."""
+        must produce ``targets`` (B, n), each at ``distance`` from its source: one int for every answer, or
+        a (B, n) tensor, each answer's own distance."""
         ignore = torch.full_like(tokens, IGNORE)
-        return TaskBatch(tokens, ignore.scatter(1, columns, targets), ignore.scatter(1, columns, distance))
+        distances = ignore.scatter(1, columns, distance if isinstance(distance, int) else distance.to(ignore))
+        return TaskBatch(tokens, ignore.scatter(1, columns, targets), distances)
 
 
 class Vocabulary:
@@ -187,6 +189,8 @@ class SyntheticTask:
     """
 
     vocab: Vocabulary
+    exact_distances = True  # every answer's source sits exactly its recorded distance before it (the
+    # diagnostics' attention mass and memory probe need it; MQAR's random layout records binned distances)
 
     def __init__(self, distance: int | list[int] = 32, eval_distance: int | list[int] | None = None) -> None:
         self.train_distances = as_distances("data.distance", distance)

@@ -27,6 +27,29 @@ Worked example (``MQAR(distance=8, num_pairs=3, vocab_size=16, spacing=2)``, dec
 
 ``v4`` sits at position 2 and its query ``k2`` at 11: 8 tokens lie between them, as for the other pairs.
 
+That is ``layout: ordered`` (the default). ``layout: random`` is zoology's: the same keys, values and pair
+region (keys and values distinct, drawn without replacement as zoology draws them; zoology has no spacing),
+but the N queries sit at random distinct positions of the D + 1 tokens after the pair region, in random
+order, so each query has its own distance. ``D`` keeps the sequence length (L above) and becomes the
+longest distance: query i lies at most D tokens after its value, at distance 0 .. D (uniform over all such
+placements; zoology draws its gaps from a power law instead). Answers at their exact distances would give
+the metrics distances nobody configured (``val/acc`` counts only answers at a training distance, and
+``acc/d=...`` gets one entry per distance seen), so each answer's distance is binned up to the next
+configured distance (training or evaluation) at or below the batch's D: with ``distance: [16, 24, 32]``,
+``acc/d=24`` is the accuracy over the queries at distances 17 .. 24, from batches at D = 24 and D = 32.
+With one distance every answer reads D ("at most D"). The same task in the random layout::
+
+    <bos> k2 v4 k3 v5 . . k4 v6 k2 . . . k3 . k4 . .        queries k2 -> v4, k3 -> v5, k4 -> v6
+
+at exact distances 6, 8 and 6 (``distances`` reads 8, 8, 8: the only configured distance); seed 0 happened to
+keep the pair order. With ``distance=[8, 12, 16]``, ``task.sample(1, 16, torch.Generator().manual_seed(0))``::
+
+    <bos> k2 v4 k3 v5 . . k4 v6 . . . . k4 . . k3 k2 . . . . . . . .
+
+queries k4, k3, k2 at exact distances 4, 11 and 14, binned to 8, 12 and 16. The diagnostics (attention
+mass on the source, memory probe, gradient flow) need each answer's exact source position, so a run in the
+random layout skips them (``exact_distances`` is false).
+
 Chance level is 2 / vocab_size (a uniform guess among the values); a model that only learned to answer with
 some value of the sample scores 1 / num_pairs. Zoology's headline, which ``experiment=zoo_sweep`` with
 ``data.num_pairs=4,2`` measures at a small scale: attention solves MQAR at every number of pairs, a
@@ -38,11 +61,13 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from longrange.datasets.base import SyntheticTask, TaskBatch, Vocabulary, check_int, distinct
 
 SPECIALS = ("<pad>", "<bos>")
 FILLER = "."
+LAYOUTS = ("ordered", "random")
 
 
 class MQAR(SyntheticTask):
@@ -56,6 +81,10 @@ class MQAR(SyntheticTask):
         vocab_size: key and value symbols together, an even number: the first half are keys, the second
             half values (zoology's convention); chance level is 2 / vocab_size.
         spacing: filler tokens spread at random between the pairs (0: the pairs back to back).
+        layout: where the queries go. ``ordered``: in pair order, each exactly D tokens after its value.
+            ``random`` (zoology's): at random positions after the pairs, in random order, each query at its
+            own distance of at most D, recorded in ``TaskBatch.distances`` binned up to the next configured
+            distance (see the module docstring).
     """
 
     def __init__(
@@ -65,6 +94,7 @@ class MQAR(SyntheticTask):
         num_pairs: int = 8,
         vocab_size: int = 128,
         spacing: int = 8,
+        layout: str = "ordered",
     ) -> None:
         super().__init__(distance, eval_distance)
         self.vocab_size = check_int("data.vocab_size", vocab_size, 4, 16384)
@@ -76,6 +106,12 @@ class MQAR(SyntheticTask):
         self.num_symbols = vocab_size // 2  # keys, and as many values
         self.num_pairs = check_int("data.num_pairs", num_pairs, 1, self.num_symbols)
         self.spacing = check_int("data.spacing", spacing, 0, 4096)
+        if layout not in LAYOUTS:
+            raise ValueError(f"data.layout={layout!r} is not a layout; allowed: {', '.join(LAYOUTS)}")
+        self.layout = layout
+        self.exact_distances = layout == "ordered"  # the diagnostics skip binned distances
+        # The random layout's answers are binned up to these (every distance a batch may be drawn at).
+        self.distance_bins = tuple(sorted(set(self.train_distances + self.eval_distances)))
         keys = [f"k{i}" for i in range(self.num_symbols)]
         values = [f"v{i}" for i in range(self.num_symbols)]
         self.vocab = Vocabulary(SPECIALS, [FILLER], keys, values)
@@ -87,9 +123,14 @@ class MQAR(SyntheticTask):
                     f"data.spacing={spacing}: allowed distances are >= {self.min_distance} "
                     "(2 * num_pairs + spacing - 2: every query comes after the last pair)"
                 )
-        # Distinct samples: ordered distinct keys, ordered distinct values, and where the spacing goes.
+        # Distinct samples: ordered distinct keys, ordered distinct values, and where the spacing goes; the
+        # random layout multiplies them by the placements of its queries, at least perm(D + 2 - N - S, N)
+        # at the shortest distance D (see _random_queries: c_i - i >= i + 3 + D - 2N - S choices for query i).
+        count = math.perm(self.num_symbols, num_pairs) ** 2 * math.comb(num_pairs + spacing, num_pairs)
+        if layout == "random":
+            count *= math.perm(min(self.distance_bins) + 2 - num_pairs - spacing, num_pairs)
         self.check_sample_space(
-            math.perm(self.num_symbols, num_pairs) ** 2 * math.comb(num_pairs + spacing, num_pairs),
+            count,
             f"data.vocab_size={vocab_size} with data.num_pairs={num_pairs} and data.spacing={spacing}",
             "raise data.vocab_size or data.num_pairs",
         )
@@ -118,7 +159,10 @@ class MQAR(SyntheticTask):
         offsets = torch.randint(0, S + 1, (B, N), generator=generator).sort(dim=1).values
         key_position = 1 + offsets + 2 * torch.arange(N)  # (B, N)
         value_position = key_position + 1
-        query_position = value_position + D + 1  # > 2N + S: after the pair region
+        if self.layout == "ordered":
+            query_position = value_position + D + 1  # > 2N + S: after the pair region
+        else:
+            query_position = self._random_queries(value_position, D, generator)
 
         tokens = torch.full((B, L), self.vocab.index[FILLER], dtype=torch.long)
         tokens[:, 0] = self.vocab.index["<bos>"]
@@ -126,4 +170,31 @@ class MQAR(SyntheticTask):
         tokens.scatter_(1, value_position, values)
         tokens.scatter_(1, query_position, keys)
 
-        return TaskBatch.with_answers(tokens, query_position, values, D)
+        if self.layout == "ordered":
+            return TaskBatch.with_answers(tokens, query_position, values, D)
+        # Each answer's own distance, binned up to the next configured distance (or D itself).
+        bins = torch.tensor(sorted({d for d in self.distance_bins if d < D} | {D}))
+        exact = query_position - value_position - 1  # (B, N) in [0, D]
+        return TaskBatch.with_answers(tokens, query_position, values, bins[torch.bucketize(exact, bins)])
+
+    def _random_queries(self, value_position: Tensor, distance: int, generator: torch.Generator) -> Tensor:
+        """(B, N) query positions of the random layout: distinct, after the pair region, the query of pair
+        i at most ``distance`` tokens after its value; uniform over all such placements.
+
+        The query region holds slots 0 .. D (positions 2N + S + 1 + slot); pair i may use slots below
+        c_i = value_i + D + 1 - 2N - S. These sets grow with i, so drawing pair 0's slot first, then pair
+        1's among the remaining ones, and so on, offers c_i - i >= 1 choices at every step whatever came
+        before: each placement has the same probability, the product of 1 / (c_i - i)."""
+        B, N = value_position.shape
+        start = 2 * self.num_pairs + self.spacing + 1  # first position after the pair region
+        slots = torch.arange(distance + 1)  # (D + 1,)
+        limit = value_position + distance + 1 - start + 1  # (B, N) c_i: slots < c_i are allowed
+        taken = torch.zeros(B, distance + 1, dtype=torch.bool)
+        chosen = torch.empty(B, N, dtype=torch.long)
+        rows = torch.arange(B)
+        for i in range(N):  # a uniform free slot among the allowed ones: the smallest random score
+            scores = torch.rand(B, distance + 1, generator=generator)
+            scores.masked_fill_(taken | (slots >= limit[:, i : i + 1]), 2.0)
+            chosen[:, i] = scores.argmin(1)
+            taken[rows, chosen[:, i]] = True
+        return start + chosen

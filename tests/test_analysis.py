@@ -26,15 +26,16 @@ def write_job(
     sweep: Path, name: str, model: str, distance: Any, test: dict, val: dict | None = None, **config: Any
 ) -> None:
     """A finished job's result.json: ``test`` / ``val`` map distance -> accuracy. ``config`` sets more of
-    the config: ``seed``, ``eval_distance`` and ``data`` entries, ``width``, other sections; ``state``
-    the state size."""
+    the config: ``seed``, ``eval_distance``, ``data`` entries, ``knobs`` (model entries), ``width``, other sections;
+    ``state`` the state size, ``parameters`` the parameter count."""
     data = {"distance": distance, "eval_distance": config.pop("eval_distance", None)} | config.pop("data", {})
     node = {"_target_": f"x.{model}", "width": config.pop("width", 64)}
-    state, val = config.pop("state", 240), val or test
+    state, parameters, val = config.pop("state", 240), config.pop("parameters", 1000), val or test
+    node |= config.pop("knobs", {})
     full = {"model": node, "data": data, "seed": config.pop("seed", 0), "train": {"lr": 1e-3}} | config
     result = {
         "status": "ok", "config": full, "config_hash": name, "choices": {"model": model}, "chance": 1 / 32,
-        "parameters": 1000, "steps": 10, "state_size": {str(d): state for d in test},
+        "parameters": parameters, "steps": 10, "state_size": {str(d): state for d in test},
         "test_acc_per_distance": {str(d): a for d, a in test.items()}, "test_acc": min(test.values()),
         "val_acc_per_distance": {str(d): a for d, a in val.items()}, "val_acc": min(val.values()),
     }  # fmt: skip
@@ -126,7 +127,35 @@ def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_pat
     text = paths["markdown"].read_text()
     assert "## Capacity: accuracy against num_pairs" in text
     assert "| mixed | gru width=128 | 0.900 | 0.900 |" in text  # num_pairs 2 and 4
-    assert "| mixed | gru num_pairs=2 | 0.400 | 0.900 |" in text  # state 32 and 128
+    assert "| gru num_pairs=2 | gru num_pairs=2 width=32 | 32 | 1,000 | 1 | 0.400 | – |" in text  # the frontier
+    assert "| gru num_pairs=2 [mixed] | 128 | 32 | 16 .. 64 |" in text  # states per pair
+
+
+def test_the_frontier_draws_one_line_per_family_and_tells_holding_from_learning(tmp_path: Path) -> None:
+    """Each family's state knob (found from the results: the model key whose values change the state)
+    leaves the family's name; below the threshold, attention with the nearest parameter count decides:
+    it reaches the threshold (cannot hold) or fails too (did not learn)."""
+    points = {  # model, heads or width, state, parameters, accuracy
+        "d2": ("deltanet", {"num_heads": 2}, 5248, 110_000, 1.0),
+        "d8": ("deltanet", {"num_heads": 8}, 2176, 111_000, 0.95),
+        "d16": ("deltanet", {"num_heads": 16}, 1664, 112_000, 0.3),
+        "g64": ("gru", {"width": 64}, 64, 42_000, 0.1),
+        "a32": ("attention", {"width": 32}, 10496, 34_000, 0.2),
+        "a64": ("attention", {"width": 64}, 20992, 117_000, 1.0),
+    }
+    for name, (model, knob, state, parameters, acc) in points.items():
+        for seed, shift in ((0, 0.0), (1, -0.01)):
+            write_job(tmp_path, f"{name}s{seed}", model, [32, 64], {32: acc + shift, 64: acc + shift},
+                      seed=seed, state=state, parameters=parameters, knobs=knob, data={"num_pairs": 8})  # fmt: skip
+    paths = report(tmp_path)
+    assert paths["accuracy_vs_state_size"].exists()
+    text = paths["markdown"].read_text()
+    assert "| deltanet | deltanet num_heads=16 | 1,664 | 112,000 | 2 | 0.295" in text
+    assert "cannot hold (attention at 117k parameters: 0.995)" in text  # DeltaNet at 16 heads
+    assert "did not learn ‡ (attention at 34k parameters: 0.195)" in text  # the GRU at width 64
+    assert "| attention width=32 | 10,496 | 34,000 | 2 | 0.195 ± 0.064 | did not learn ‡ (its cache" in text
+    assert "| deltanet [mixed] | 2,176 | 1,664 | 208 .. 272 |" in text  # smallest state >= 0.9, per pair
+    assert "| gru [mixed] | not reached | 64 | > 8 |" in text
 
 
 def imported_by(*packages: str) -> set[str]:

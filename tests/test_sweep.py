@@ -119,6 +119,30 @@ def test_report_lists_missing_and_failed_jobs(finished_sweep: Path, tmp_path: Pa
     assert "- missing: `" + victims[0].parent.name in table and "RuntimeError: boom" in table
 
 
+@pytest.mark.slow
+def test_per_model_axes_and_the_rate_chosen_on_the_first_seed(tmp_path: Path) -> None:
+    """One command, two stages: seed 0 over both rates at each GRU width (and the bag model), then seed 1
+    only at the rate that won on seed 0's validation accuracy, per point; the report expects those jobs."""
+    sweep_dir = tmp_path / "staged"
+    args = ["-m", "experiment=distance_sweep", "hydra/launcher=basic", f"hydra.sweep.dir={sweep_dir}",
+            "model=gru,bag", "data.distance=2", "train.lr=1e-3,3e-2", "seed=0,1", *TINY,
+            'hydra.sweeper.per_model={gru:{model.width:"8,16"}}',
+            "hydra.sweeper.select_on_first_seed=train.lr"]  # fmt: skip
+    done = run_cli(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = results(sweep_dir)
+    assert len(found) == 3 * 2 + 3 and all(r["status"] == "ok" for r in found.values())
+    [progress] = (sweep_dir / ".progress").glob("*[0-9].jsonl")
+    started = [json.loads(line)["job"] for line in progress.read_text().splitlines()]
+    assert ["seed=0" in name for name in started] == [True] * 6 + [False] * 3  # the first stage first
+    for point in ({"model.width=8", "model=gru"}, {"model.width=16", "model=gru"}, {"model=bag"}):
+        mine = [r for name, r in found.items() if point <= set(name.split(","))]
+        first = {r["config"]["train"]["lr"]: r["val_acc"] for r in mine if r["config"]["seed"] == 0}
+        [later] = [r for r in mine if r["config"]["seed"] == 1]
+        assert later["config"]["train"]["lr"] == max(first, key=lambda lr: (first[lr], -lr))
+    assert "9 jobs: 9 ok" in report(sweep_dir)["markdown"].read_text()  # no missing job
+
+
 def test_tensorboard_serves_the_report_and_every_job(finished_sweep: Path) -> None:
     """TensorBoard's own server reads the sweep: the report's figures and table in the ``summary`` run, and
     every job's training curves."""

@@ -49,6 +49,7 @@ REGIME_TITLES = {
     "extrapolation": "trained short, tested long",
 }
 BASELINE = "bag"  # the order-free control (models/bag.py)
+SELECTED = " (selected on validation)"  # the end of a series name whose value of a key was chosen
 NEIGHBOURS = 2  # untrained distances within this of a fixed training distance measure position reliance
 T_975 = [12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # Student t, df 1..10
 
@@ -173,7 +174,7 @@ def select_on_validation(jobs: list[Job], key: str) -> list[Job]:
         best = max(scores, key=lambda value: _rank(scores, value))
         for job in group:
             if repr(job.config.get(key)) == best or not job.result:
-                job.series = f"{base} {short}={job.config.get(key)} (selected on validation)"
+                job.series = f"{base} {short}={job.config.get(key)}{SELECTED}"
                 kept.append(job)
     return kept
 
@@ -285,18 +286,18 @@ def below_baseline(cell: Cell, baseline: Cell | None) -> bool:
     return cell.mean < baseline.mean - margin
 
 
-def by_seed(jobs: list[Job], x: Callable[[Job], Any], key: str) -> dict[tuple[str, str], dict[Any, Cell]]:
-    """(regime, series without ``key``) -> x value -> cell of per-seed accuracies, each the job's mean
+def by_seed(jobs: list[Job], x: Callable[[Job], Any], *keys: str) -> dict[tuple[str, str], dict[Any, Cell]]:
+    """(regime, series without ``keys``) -> x value -> cell of per-seed accuracies, each the job's mean
     test accuracy over its curve distances. For the capacity and state-size figures, whose x is not the
-    distance but the number of items held (``key`` = data.num_pairs) or the state size (``key`` =
-    model.width, x = the state size it gives)."""
+    distance but the number of items held (``keys`` = data.num_pairs) or the state size (``keys``: the
+    knobs that move it, x = the state size they give)."""
     table: dict[tuple[str, str], dict[Any, Cell]] = defaultdict(lambda: defaultdict(Cell))
     for job in jobs:
         accuracy = [a for d, a in job.accuracy().items() if d in job.curve_distances]
         value = x(job)
         if job.status != "ok" or not accuracy or value is None:
             continue
-        cell = table[(job.regime, without(job.series, key))][value]
+        cell = table[(job.regime, without(job.series, *keys))][value]
         cell.accuracies.append(statistics.fmean(accuracy))
         cell.parameters.add(job.result["parameters"])
         if job.state_size is not None:
@@ -312,7 +313,9 @@ def varying_capacity_key(jobs: list[Job], keys: Iterable[str]) -> str | None:
     return None
 
 
-def without(series: str, key: str) -> str:
-    """A series name with one ``key=value`` part taken out (to draw that key on the x axis)."""
-    short = key.split(".")[-1]
-    return " ".join(part for part in series.split(" ") if not part.startswith(f"{short}="))
+def without(series: str, *keys: str) -> str:
+    """A series name with the ``key=value`` parts of ``keys`` taken out (to draw them on the x axis), and
+    without the note that a value was selected on validation (each x may have its own)."""
+    shorts = {key.split(".")[-1] for key in keys}
+    parts = series.removesuffix(SELECTED).split(" ")
+    return " ".join(part for part in parts if part.split("=", 1)[0] not in shorts)

@@ -13,7 +13,8 @@ wrote a result. It imports neither torch's trainer nor Lightning. It writes, int
   capacity and state-size tables where the sweep varies them, the details per cell, and every job
   without a valid result (failed, diverged, interrupted, missing), never dropped;
 * ``accuracy_vs_distance.png``: one panel per regime; ``accuracy_vs_<items>.png`` when the number of
-  items held varies (MQAR pairs, coref load); ``accuracy_vs_state_size.png`` when the state size varies;
+  items held varies (MQAR pairs, coref load); ``accuracy_vs_state_size.png`` and the frontier's tables
+  when the state size varies (``frontier``: one line per family, attention as the control);
 * ``gradient_flow.png``, ``memory_probe.png``, ``attention_mass.png``: the jobs' diagnostics per series;
 * ``summary/``: a TensorBoard run holding the figures and the table, so ``tensorboard --logdir SWEEP``
   shows the sweep's true numbers next to every job's training curves.
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from longrange.experiments import figures
+from longrange.experiments.report import frontier
 from longrange.experiments.report.analysis import (
     REGIME_TITLES,
     Cell,
@@ -349,14 +351,12 @@ def report(sweep_dir: Path, threshold: float = 0.9, select: str | None = None) -
         figures.save(
             xy_figure(cells, f"{name} (items held at once)", False, note), paths[f"accuracy_vs_{name}"]
         )
-    # State size against accuracy for runs over several distances (one state per run, at its longest
-    # distance); a fixed-distance run's state changes with its distance, which the main table shows.
-    sized = [j for j in jobs if j.state_size and j.regime != "fixed"]
-    if len({j.state_size for j in sized}) > 1:
-        cells = by_seed(sized, lambda j: j.state_size, "model.width")
-        extra += xy_section("Accuracy against state size (floats carried per position)", "state", cells)
+    # The frontier (accuracy against state size) for runs over several distances (one state per run, at
+    # its longest distance); a fixed-distance run's state changes with its distance (the main table).
+    lines, figure = frontier.section(jobs, threshold, select, note)
+    if figure is not None:
+        extra += lines
         paths["accuracy_vs_state_size"] = sweep_dir / "accuracy_vs_state_size.png"
-        figure = xy_figure(cells, "state size (floats carried from one position to the next)", True, note)
         figures.save(figure, paths["accuracy_vs_state_size"])
     markdown = write_markdown(jobs, table, extra, threshold, paths["markdown"], select)
     paths |= diagnostics_figures(jobs, sweep_dir)

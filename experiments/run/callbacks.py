@@ -350,8 +350,11 @@ def _stop_if_asked(trainer: pl.Trainer) -> None:
 
 
 def _has_task(trainer: pl.Trainer) -> bool:
-    """Diagnostics need the project's data module (its fixed validation set and its task)."""
-    return isinstance(getattr(trainer, "datamodule", None), TaskDataModule)
+    """Diagnostics need the project's data module (its fixed validation set and its task) and a task whose
+    answers sit exactly their recorded distance after their source (``SyntheticTask.exact_distances``:
+    not MQAR's random layout, whose distances are binned)."""
+    data = getattr(trainer, "datamodule", None)
+    return isinstance(data, TaskDataModule) and data.task.exact_distances
 
 
 def _datamodule(trainer: pl.Trainer) -> TaskDataModule:

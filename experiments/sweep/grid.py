@@ -85,7 +85,9 @@ def stages(jobs: list[Point], select: str | None) -> list[list[Point]]:
     return [first, [job for job, seed in zip(jobs, seeds, strict=True) if seed != seeds[0]]]
 
 
-def chosen(first: list[Point], rest: list[Point], select: str, folder: Callable[[Point], Path]) -> list[Point]:
+def chosen(
+    first: list[Point], rest: list[Point], select: str, folder: Callable[[Point], Path]
+) -> list[Point]:
     """The jobs of ``rest`` whose ``select`` value is the one whose first-stage job of the same point (the
     same overrides, seed and ``select`` aside) has the best validation accuracy; test accuracy is never
     read. A tie, or a point with no first-stage result yet, goes to the value that comes first in the grid."""

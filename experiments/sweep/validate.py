@@ -30,7 +30,8 @@ class ValidateConfig(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeper = config.hydra.sweeper
-        points = grid_points(sweeper.get("params"), list(config.hydra.overrides.task), sweeper.get("per_model"))
+        overrides = list(config.hydra.overrides.task)
+        points = grid_points(sweeper.get("params"), overrides, sweeper.get("per_model"))
         parallel, reserved = resources.parallel_jobs(config.hydra.get("launcher"), len(points))
         for point in points:
             try:
