@@ -26,8 +26,8 @@ def write_job(
     sweep: Path, name: str, model: str, distance: Any, test: dict, val: dict | None = None, **config: Any
 ) -> None:
     """A finished job's result.json: ``test`` / ``val`` map distance -> accuracy. ``config`` sets more of
-    the config: ``seed``, ``eval_distance``, ``data`` entries, ``knobs`` (model entries), ``width``, other sections;
-    ``state`` the state size, ``parameters`` the parameter count."""
+    the config: ``seed``, ``eval_distance``, ``data`` entries, ``knobs`` (model entries), ``width``, other
+    sections; ``state`` the state size, ``parameters`` the parameter count."""
     data = {"distance": distance, "eval_distance": config.pop("eval_distance", None)} | config.pop("data", {})
     node = {"_target_": f"x.{model}", "width": config.pop("width", 64)}
     state, parameters, val = config.pop("state", 240), config.pop("parameters", 1000), val or test
@@ -127,7 +127,7 @@ def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_pat
     text = paths["markdown"].read_text()
     assert "## Capacity: accuracy against num_pairs" in text
     assert "| mixed | gru width=128 | 0.900 | 0.900 |" in text  # num_pairs 2 and 4
-    assert "| gru num_pairs=2 | gru num_pairs=2 width=32 | 32 | 1,000 | 1 | 0.400 | – |" in text  # the frontier
+    assert "| gru num_pairs=2 | gru num_pairs=2 width=32 | 32 | 1,000 | 1 | 0.400 | – |" in text  # frontier
     assert "| gru num_pairs=2 [mixed] | 128 | 32 | 16 .. 64 |" in text  # states per pair
 
 
@@ -145,8 +145,9 @@ def test_the_frontier_draws_one_line_per_family_and_tells_holding_from_learning(
     }
     for name, (model, knob, state, parameters, acc) in points.items():
         for seed, shift in ((0, 0.0), (1, -0.01)):
-            write_job(tmp_path, f"{name}s{seed}", model, [32, 64], {32: acc + shift, 64: acc + shift},
-                      seed=seed, state=state, parameters=parameters, knobs=knob, data={"num_pairs": 8})  # fmt: skip
+            test = {32: acc + shift, 64: acc + shift}
+            write_job(tmp_path, f"{name}s{seed}", model, [32, 64], test, seed=seed, state=state,
+                      parameters=parameters, knobs=knob, data={"num_pairs": 8})  # fmt: skip
     paths = report(tmp_path)
     assert paths["accuracy_vs_state_size"].exists()
     text = paths["markdown"].read_text()
