@@ -121,6 +121,33 @@ def test_sigterm_during_evaluation_set_generation_stops_within_10_s(tmp_path: Pa
         assert result["steps"] == 2, result  # stopped in the validation after step 2, both times
 
 
+# SIGTERM to a local sweep's launcher alone (``kill PID``): its joblib workers get it too, their jobs end
+# within seconds as interrupted, and no worker outlives the launcher.
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_its_workers(tmp_path: Path) -> None:
+    from longrange.experiments.sweep.jobs import child_processes
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=cpu_parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}",
+            "data.distance=4,5", *faulty("SlowGRU", sleep_s=0.05), "trainer.max_steps=2000",
+            "trainer.val_check_interval=20", *FAST[1:]]  # fmt: skip
+    launcher = start_cli(args, tmp_path)
+    deadline = time.monotonic() + 180
+    while len(list(sweep_dir.glob("*/checkpoints/last.ckpt"))) < 2:  # both jobs are training
+        assert time.monotonic() < deadline and launcher.poll() is None, "the two jobs never checkpointed"
+        time.sleep(0.2)
+    workers = child_processes(launcher.pid)
+    assert workers, "no worker processes found"
+    launcher.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    launcher.communicate(timeout=60)
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() - sent < 20:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived the launcher"
+    statuses = [r["status"] for r in results(sweep_dir).values()]
+    assert statuses == ["interrupted", "interrupted"], statuses
+
+
 # Resume from the last checkpoint gives bit-identical final weights (dropout on: RNG state matters).
 @pytest.mark.slow
 def test_resume_is_bit_exact(make_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

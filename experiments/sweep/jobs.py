@@ -26,11 +26,13 @@ Plain Python (no torch, no Lightning): the report imports :func:`is_stale`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -45,6 +47,7 @@ from longrange.experiments.sweep.grid import expected_jobs
 log = logging.getLogger("longrange")
 LOCK_FILE = "job.lock"
 SKIPPED = "skipped"  # train()'s status for a job another live process holds; never written to result.json
+STOP_WAIT_S = 10  # a launcher's SIGTERM: how long its jobs get to record ``interrupted`` before their end
 LAUNCH_ENV = "LONGRANGE_LAUNCH"  # set by SweepSummary for the jobs of one launch (inherited by workers)
 _HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # what flock says when another process holds it
 
@@ -137,6 +140,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ[LAUNCH_ENV] = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        pass_sigterm_to_workers(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
 
@@ -150,6 +154,45 @@ class SweepSummary(Callback):
                 log.info("%s: skipped by this launch: %s", run_dir.name, state)
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         log.info("sweep summary (%s): %s", sweep_dir, summary or "no jobs")
+
+
+def pass_sigterm_to_workers(sweep_dir: Path) -> None:
+    """In a sweep's launcher: a SIGTERM is passed on to the processes it started (joblib's workers), whose
+    jobs then record ``interrupted`` and stop within seconds; the launcher waits for that (at most
+    :data:`STOP_WAIT_S`, while any job of the sweep holds its lock), ends the workers left (idle ones wait
+    for work that will never come), and ends itself as it would have. Without it a SIGTERM to the launcher
+    alone (``kill PID``; Ctrl-C reaches the whole process group) left the workers running their jobs to
+    the end. Linux (``/proc``); elsewhere a SIGTERM still ends the launcher only."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(signum: int, frame: Any) -> None:
+        for pid in child_processes(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline and any(is_locked(d) for d, _ in expected_jobs(sweep_dir)):
+            time.sleep(0.2)
+        for pid in child_processes(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)  # the default action: end as before
+
+    if Path("/proc").is_dir():
+        signal.signal(signal.SIGTERM, forward)
+
+
+def child_processes(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from ``/proc/<pid>/stat``; empty where there is no /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after "(comm)"
+                found.append(int(stat.parent.name))
+    return found
 
 
 def job_state(run_dir: Path, launch: str | None = None) -> str:
