@@ -143,7 +143,9 @@ def label_series(jobs: list[Job]) -> None:
     for group in by_model.values():
         computed = [flatten(what_it_computes(job.result["config"])) for job in group if job.result]
         keys = {k for config in computed for k in config if k not in AXES}
-        varying = sorted(k for k in keys if len({repr(config.get(k)) for config in computed}) > 1)
+        # a key only some results have (added since, with the others' behaviour as its default) and that
+        # takes one value where present does not split the series
+        varying = sorted(k for k in keys if len({repr(c[k]) for c in computed if k in c}) > 1)
         for job in group:
             job.series = series_name(job.model, job.config, varying)
 

@@ -13,7 +13,7 @@ family, the smallest state measured at the threshold, and the figure ``accuracy_
   budget or the size did not let the model *learn* the task, whatever its state.
 * **Floats per item**: the smallest state at the threshold divided by the items held (``data.num_pairs``),
   given as the bracket between the largest state below the threshold and the smallest at it, because the
-  state is measured only at the sweep's points.
+  state is measured only at the sweep's points; a point that did not learn bounds nothing.
 """
 
 from __future__ import annotations
@@ -108,12 +108,13 @@ def per_item(found: list[Point], threshold: float) -> list[tuple[str, str, str, 
         mine = [p for p in found if (p.regime, p.family) == (regime, family)]
         above = [p for p in mine if p.cell.mean >= threshold]
         smallest = min(above, key=lambda p: p.state) if above else None
-        limit = smallest.state if smallest else math.inf
-        below = [p for p in mine if p.cell.mean < threshold and p.state < limit]
+        limit = smallest.state if smallest else math.inf  # a point that did not learn bounds nothing
+        below = [p for p in mine if p.cell.mean < threshold and p.state < limit
+                 and LEARNING not in reading(p, found, threshold)]  # fmt: skip
         largest_below = max(below, key=lambda p: p.state) if below else None
         items = (smallest or largest_below or mine[0]).items
         if smallest is None:
-            bracket = f"> {mine[-1].state / items:,.0f}" if items else "–"
+            bracket = f"> {largest_below.state / items:,.0f}" if items and largest_below else "–"
         elif largest_below is None:
             bracket = f"<= {smallest.state / items:,.0f}" if items else "–"
         else:
@@ -153,7 +154,8 @@ def section(jobs: list[Job], threshold: float, select: str | None, note: str) ->
     lines += [
         "",
         f"Smallest state measured at >= {threshold}, and floats of state per item held (the bracket between "
-        "the largest state below the threshold and the smallest at it, per item):",
+        f"the largest state below the threshold, learning failures {LEARNING} aside, and the smallest at "
+        "it):",
         "",
         "| family | smallest state >= threshold | largest state below it | floats per item |",
         "|---|---|---|---|",
