@@ -212,8 +212,12 @@ class Panel:
     hlines: dict[str, float] = field(default_factory=dict)  # label -> y (chance, threshold)
 
 
-def lines_figure(panels: list[Panel], xlabel: str, ylabel: str, log_x: bool = True, note: str = "") -> Figure:
-    """Accuracy curves with confidence bands, one panel per regime; every panel has the same y range."""
+def lines_figure(
+    panels: list[Panel], xlabel: str, ylabel: str, log_x: bool = True, note: str = "", data_ticks: bool = True
+) -> Figure:
+    """Accuracy curves with confidence bands, one panel per regime; every panel has the same y range.
+    ``data_ticks``: a log axis labelled at every x of the data (distances), else at powers of 2 (state
+    sizes, too close together to label each)."""
     figure, axes = panel_row(len(panels), extra_height=0.25 * bool(note))
     ticks = sorted({x for p in panels for line in p.lines for x in line.points if x > 0})
     palette = colormaps["tab10"]
@@ -239,7 +243,13 @@ def lines_figure(panels: list[Panel], xlabel: str, ylabel: str, log_x: bool = Tr
             ax.axvspan(*panel.shade, color="grey", alpha=0.12, label="trained distances")
         for (label, y), dash in zip(panel.hlines.items(), ("--", ":"), strict=False):
             ax.axhline(y, color="black" if dash == "--" else "grey", ls=dash, lw=0.9, label=label)
-        if log_x and ticks:
+        if log_x and ticks and not data_ticks:
+            ax.set_xscale("log", base=2)
+            powers = [2**k for k in range(int(math.log2(ticks[0])), int(math.log2(ticks[-1])) + 2)]
+            ax.set_xticks(powers, [f"{t:,}" for t in powers])
+            ax.minorticks_off()
+            ax.tick_params(axis="x", labelsize=7)
+        elif log_x and ticks:
             ax.set_xscale("log", base=2)
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()

@@ -180,9 +180,9 @@ def figure(found: list[Point], jobs: list[Job], threshold: float, note: str) -> 
                 continue
             families[p.family][p.state] = (p.cell.mean, p.cell.ci95)
         lines = [figures.Line(name, xy, name.split(" ")[0] == CONTROL) for name, xy in families.items()]
-        title = f"{regime}: {REGIME_TITLES[regime]}; threshold {threshold}"
+        title = f"{regime}: {REGIME_TITLES[regime]}"
         panels.append(figures.Panel(title, lines, hlines=hlines))
     return figures.lines_figure(
         panels, "state size (floats carried from one position to the next, log scale)",
-        "test accuracy (mean over distances; 95% CI over seeds)", True, note,
+        "test accuracy (95% CI over seeds)", True, note, data_ticks=False,
     )  # fmt: skip
