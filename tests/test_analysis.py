@@ -127,7 +127,7 @@ def test_capacity_and_state_size_views_appear_when_the_sweep_varies_them(tmp_pat
     text = paths["markdown"].read_text()
     assert "## Capacity: accuracy against num_pairs" in text
     assert "| mixed | gru width=128 | 0.900 | 0.900 |" in text  # num_pairs 2 and 4
-    assert "| gru num_pairs=2 | gru num_pairs=2 width=32 | 32 | 1,000 | 1 | 0.400 | – |" in text  # frontier
+    assert "| gru num_pairs=2 | gru num_pairs=2 width=32 | 32 | 1,000 | 1 | 0.400 | 0/1 | – |" in text
     assert "| gru num_pairs=2 [mixed] | 128 | 32 | 16 .. 64 |" in text  # states per pair
 
 
@@ -151,10 +151,10 @@ def test_the_frontier_draws_one_line_per_family_and_tells_holding_from_learning(
     paths = report(tmp_path)
     assert paths["accuracy_vs_state_size"].exists()
     text = paths["markdown"].read_text()
-    assert "| deltanet | deltanet num_heads=16 | 1,664 | 112,000 | 2 | 0.295" in text
+    assert "| deltanet | deltanet num_heads=16 | 1,664 | 112,000 | 2 | 0.295 ± 0.064 | 0/2 |" in text
     assert "cannot hold (attention at 117k parameters: 0.995)" in text  # DeltaNet at 16 heads
     assert "did not learn ‡ (attention at 34k parameters: 0.195)" in text  # the GRU at width 64
-    assert "| attention width=32 | 10,496 | 34,000 | 2 | 0.195 ± 0.064 | did not learn ‡ (its cache" in text
+    assert "| 34,000 | 2 | 0.195 ± 0.064 | 0/2 | did not learn ‡ (its cache holds every token)" in text
     assert "| deltanet [mixed] | 2,176 | 1,664 | 208 .. 272 |" in text  # smallest state >= 0.9, per pair
     assert "| gru [mixed] | not reached | none measured | – |" in text  # its only point did not learn
 

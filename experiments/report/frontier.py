@@ -142,14 +142,15 @@ def section(jobs: list[Job], threshold: float, select: str | None, note: str) ->
         f"threshold, the control: attention with the nearest parameter count; {LEARNING}: it fails too, so "
         "the model did not *learn*, whatever its state.",
         "",
-        "| family | point | state | parameters | seeds | test acc | reading |",
-        "|---|---|---|---|---|---|---|",
+        f"| family | point | state | parameters | seeds | test acc | seeds >= {threshold} | reading |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in found:
         half = "" if math.isnan(p.cell.ci95) else f" ± {p.cell.ci95:.3f}"
+        reached = sum(a >= threshold for a in p.cell.accuracies)
         lines.append(
             f"| {p.family} | {p.series} | {p.state:,} | {p.parameters:,} | {len(p.cell.accuracies)} | "
-            f"{p.cell.mean:.3f}{half} | {reading(p, found, threshold)} |"
+            f"{p.cell.mean:.3f}{half} | {reached}/{len(p.cell.accuracies)} | {reading(p, found, threshold)} |"
         )
     lines += [
         "",
