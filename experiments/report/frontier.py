@@ -8,9 +8,10 @@ family, the smallest state measured at the threshold, and the figure ``accuracy_
   give different state sizes among one model's jobs) and without the key chosen on validation (each point
   has its own rate): ``deltanet num_heads=8 lr=0.01 (selected on validation)`` is a point of ``deltanet``.
 * The **control**: a point below the threshold is a *holding* failure only if attention, whose cache holds
-  every token, reaches the threshold with about as many parameters (the attention point of the sweep whose
-  parameter count is nearest). Where that attention fails too, the point is marked :data:`LEARNING`: the
-  budget or the size did not let the model *learn* the task, whatever its state.
+  every token, reaches the threshold with about as many parameters (the attention point of the sweep on
+  the same task, ``data.*`` alike, whose parameter count is nearest). Where that attention fails too,
+  the point is marked :data:`LEARNING`: the budget or the size did not let the model *learn* the task,
+  whatever its state.
 * **Floats per item**: the smallest state at the threshold divided by the items held (``data.num_pairs``),
   given as the bracket between the largest state below the threshold and the smallest at it, because the
   state is measured only at the sweep's points; a point that did not learn bounds nothing.
@@ -60,6 +61,7 @@ class Point:
     state: int
     items: int | None
     cell: Cell
+    task: tuple = ()  # the data.* config: a control must have run the same task
 
     @property
     def parameters(self) -> int:
@@ -69,18 +71,26 @@ class Point:
 def points(jobs: list[Job], knobs: list[str], select: str | None) -> list[Point]:
     """Every (regime, series) of the sweep as a point of its family, by family then state."""
     hidden = [*knobs, *([select] if select else [])]
-    cells = by_seed(jobs, lambda j: (j.series, j.state_size, j.config.get("data.num_pairs")))
+    shared = set.intersection(*({k for k in j.config if k.startswith("data.")} for j in jobs))  # keys that
+    # only newer results have (added since, the older ones ran their default) do not tell tasks apart
+
+    def key(job: Job) -> tuple:
+        task = tuple(sorted((k, repr(v)) for k, v in job.config.items() if k in shared))
+        return job.series, job.state_size, job.config.get("data.num_pairs"), task
+
     found = []
-    for (regime, _), by_x in cells.items():
-        for (series, state, items), cell in by_x.items():
+    for (regime, _), by_x in by_seed(jobs, key).items():
+        for (series, state, items, task), cell in by_x.items():
             if state is not None:
-                found.append(Point(regime, without(series, *hidden), series, state, items, cell))
+                found.append(Point(regime, without(series, *hidden), series, state, items, cell, task))
     return sorted(found, key=lambda p: (p.regime, p.family, p.state))
 
 
 def control_of(point: Point, found: list[Point]) -> Point | None:
-    """The attention point of the same regime with the nearest parameter count (None without one)."""
-    controls = [p for p in found if p.regime == point.regime and p.family.split(" ")[0] == CONTROL]
+    """The attention point of the same regime and task with the nearest parameter count (None without
+    one: e.g. attention never ran that task)."""
+    controls = [p for p in found if p.regime == point.regime and p.task == point.task
+                and p.family.split(" ")[0] == CONTROL]  # fmt: skip
     if not controls or point.family.split(" ")[0] in (CONTROL, BASELINE):
         return None
     return min(controls, key=lambda p: abs(math.log(p.parameters / point.parameters)))
