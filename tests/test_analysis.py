@@ -148,6 +148,9 @@ def test_the_frontier_draws_one_line_per_family_and_tells_holding_from_learning(
             test = {32: acc + shift, 64: acc + shift}
             write_job(tmp_path, f"{name}s{seed}", model, [32, 64], test, seed=seed, state=state,
                       parameters=parameters, knobs=knob, data={"num_pairs": 8})  # fmt: skip
+    for seed in (0, 1):  # attention failing another task (16 pairs) is no control for these
+        write_job(tmp_path, f"a64p16s{seed}", "attention", [32, 64], {32: 0.2, 64: 0.2}, seed=seed,
+                  state=25088, parameters=117_000, knobs={"width": 64}, data={"num_pairs": 16})  # fmt: skip
     paths = report(tmp_path)
     assert paths["accuracy_vs_state_size"].exists()
     text = paths["markdown"].read_text()
