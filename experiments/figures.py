@@ -26,10 +26,13 @@ from matplotlib.patches import Rectangle
 PANEL_SIZE = (4.6, 3.6)  # inches per panel
 
 
-def panel_row(count: int, sharey: bool = True, extra_height: float = 0.0) -> tuple[Figure, list[Axes]]:
+def panel_row(
+    count: int, sharey: bool = True, extra_height: float = 0.0, extra_width: float = 0.0
+) -> tuple[Figure, list[Axes]]:
     """A figure of ``count`` panels side by side (the layout of every multi-panel figure here)."""
     width, height = PANEL_SIZE
-    figure = Figure(figsize=(width * count + 0.6, height + extra_height), dpi=100, layout="constrained")
+    size = (width * count + 0.6 + extra_width, height + extra_height)
+    figure = Figure(figsize=size, dpi=100, layout="constrained")
     return figure, list(figure.subplots(1, count, squeeze=False, sharey=sharey)[0])
 
 
@@ -213,12 +216,19 @@ class Panel:
 
 
 def lines_figure(
-    panels: list[Panel], xlabel: str, ylabel: str, log_x: bool = True, note: str = "", data_ticks: bool = True
+    panels: list[Panel],
+    xlabel: str,
+    ylabel: str,
+    log_x: bool = True,
+    note: str = "",
+    data_ticks: bool = True,
+    legend_outside: bool = False,
 ) -> Figure:
     """Accuracy curves with confidence bands, one panel per regime; every panel has the same y range.
     ``data_ticks``: a log axis labelled at every x of the data (distances), else at powers of 2 (state
-    sizes, too close together to label each)."""
-    figure, axes = panel_row(len(panels), extra_height=0.25 * bool(note))
+    sizes, too close together to label each). ``legend_outside``: the legend right of the panel (many
+    series over the whole panel)."""
+    figure, axes = panel_row(len(panels), extra_height=0.25 * bool(note), extra_width=2.6 * legend_outside)
     ticks = sorted({x for p in panels for line in p.lines for x in line.points if x > 0})
     palette = colormaps["tab10"]
     colours: dict[str, Any] = {}
@@ -234,7 +244,8 @@ def lines_figure(
             low = [max(0.0, m - h) for m, h in zip(mean, half, strict=True)]
             high = [min(1.0, m + h) for m, h in zip(mean, half, strict=True)]
             ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
-            if len(x) == 1:  # one point (e.g. a model at its state size): name it beside the point
+            legend = any(len(other.points) > 1 for other in panel.lines)
+            if len(x) == 1 and not legend:  # one point, no legend to name it: name it beside the point
                 ax.annotate(name.split(" ")[0], (x[0], mean[0]), xytext=(3, 3), textcoords="offset points",
                             fontsize=6, rotation=35)  # fmt: skip
             if line.marker is not None:
@@ -245,7 +256,8 @@ def lines_figure(
             ax.axhline(y, color="black" if dash == "--" else "grey", ls=dash, lw=0.9, label=label)
         if log_x and ticks and not data_ticks:
             ax.set_xscale("log", base=2)
-            powers = [2**k for k in range(int(math.log2(ticks[0])), int(math.log2(ticks[-1])) + 2)]
+            low, high = int(math.log2(ticks[0])), int(math.log2(ticks[-1])) + 2
+            powers = [2**k for k in range(low, high, 1 if high - low <= 8 else 2)]  # labels that fit
             ax.set_xticks(powers, [f"{t:,}" for t in powers])
             ax.minorticks_off()
             ax.tick_params(axis="x", labelsize=7)
@@ -258,7 +270,9 @@ def lines_figure(
         ax.set(title=panel.title, xlabel=xlabel, ylim=(-0.02, 1.02))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-        if any(len(line.points) > 1 for line in panel.lines):  # single points are named beside them
+        if any(len(line.points) > 1 for line in panel.lines) and legend_outside:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        elif any(len(line.points) > 1 for line in panel.lines):  # else single points are named beside them
             ax.legend(fontsize=6, loc="best")
     axes[0].set_ylabel(ylabel)
     if note:

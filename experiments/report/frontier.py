@@ -195,5 +195,5 @@ def figure(found: list[Point], jobs: list[Job], threshold: float, note: str) -> 
         panels.append(figures.Panel(title, lines, hlines=hlines))
     return figures.lines_figure(
         panels, "state size (floats carried from one position to the next, log scale)",
-        "test accuracy (95% CI over seeds)", True, note, data_ticks=False,
+        "test accuracy (95% CI over seeds)", True, note, data_ticks=False, legend_outside=True,
     )  # fmt: skip
