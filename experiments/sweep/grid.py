@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from longrange.experiments import resolvers
 from longrange.experiments.results import read_result
@@ -62,7 +62,7 @@ def with_model_axes(jobs: list[Point], per_model: Mapping[str, Any] | None) -> l
 
 def _sweep_text(values: Any) -> str:
     """A sweep's values as Hydra reads them on a command line: "1,2,4" (YAML lists welcome)."""
-    if isinstance(values, str) or not isinstance(values, Sequence | type(OmegaConf.create([]))):
+    if isinstance(values, str) or not isinstance(values, Sequence | ListConfig):
         return str(values)
     return ",".join(str(v) for v in values)
 

@@ -169,8 +169,8 @@ def pass_sigterm_to_workers(sweep_dir: Path) -> None:
         for pid in child_processes(os.getpid()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < deadline and any(is_locked(d) for d, _ in expected_jobs(sweep_dir)):
+        deadline, folders = time.monotonic() + STOP_WAIT_S, [d for d, _ in expected_jobs(sweep_dir)]
+        while time.monotonic() < deadline and any(is_locked(d) for d in folders):
             time.sleep(0.2)
         for pid in child_processes(os.getpid()):
             with contextlib.suppress(ProcessLookupError):
