@@ -256,8 +256,8 @@ def lines_figure(
             ax.axhline(y, color="black" if dash == "--" else "grey", ls=dash, lw=0.9, label=label)
         if log_x and ticks and not data_ticks:
             ax.set_xscale("log", base=2)
-            low, high = int(math.log2(ticks[0])), int(math.log2(ticks[-1])) + 2
-            powers = [2**k for k in range(low, high, 1 if high - low <= 8 else 2)]  # labels that fit
+            first, last = int(math.log2(ticks[0])), int(math.log2(ticks[-1])) + 2
+            powers = [2**k for k in range(first, last, 1 if last - first <= 8 else 2)]  # labels that fit
             ax.set_xticks(powers, [f"{t:,}" for t in powers])
             ax.minorticks_off()
             ax.tick_params(axis="x", labelsize=7)
