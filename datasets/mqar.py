@@ -50,6 +50,18 @@ queries k4, k3, k2 at exact distances 4, 11 and 14, binned to 8, 12 and 16. The 
 mass on the source, memory probe, gradient flow) need each answer's exact source position, so a run in the
 random layout skips them (``exact_distances`` is false).
 
+**Constant density** (``pairs_every``, with ``num_pairs: null``): the number of pairs grows with the
+distance, N = max(1, D // pairs_every) at each distance D, so a longer gap also means more to hold, the
+way a longer text holds more facts. ``MQAR(distance=[16, 32], num_pairs=None, pairs_every=8,
+vocab_size=32, spacing=0)``: a sample at D = 16 holds 2 pairs, at D = 32 4 pairs (``task.sample(1, D,
+torch.Generator().manual_seed(0))``, decoded)::
+
+    <bos> k12 v11 k2 v2 . . . . . . . . . . . . . . k12 . k2                    D = 16, L = 22
+    <bos> k12 v11 k2 v2 k3 v12 k13 v3 . . . (26 more) . . k12 . k2 . k3 . k13    D = 32, L = 42
+
+``experiment=density`` sweeps D with one pair every 16 tokens. The sequence length is 2N + spacing + D + 2
+with N the pairs at that D.
+
 Chance level is 2 / vocab_size (a uniform guess among the values); a model that only learned to answer with
 some value of the sample scores 1 / num_pairs. Zoology's headline, which ``experiment=zoo_sweep`` with
 ``data.num_pairs=4,2`` measures at a small scale: attention solves MQAR at every number of pairs, a
@@ -77,7 +89,8 @@ class MQAR(SyntheticTask):
         distance: D, tokens strictly between a value and the query of its key; an int or a list
             (D >= 2 * num_pairs + spacing - 2: all queries follow the pairs).
         eval_distance: distances for validation/test (default: ``distance``).
-        num_pairs: N, key-value pairs per sample, all queried (1 .. vocab_size / 2).
+        num_pairs: N, key-value pairs per sample, all queried (1 .. vocab_size / 2); None with
+            ``pairs_every``.
         vocab_size: key and value symbols together, an even number: the first half are keys, the second
             half values (zoology's convention); chance level is 2 / vocab_size.
         spacing: filler tokens spread at random between the pairs (0: the pairs back to back).
@@ -85,16 +98,19 @@ class MQAR(SyntheticTask):
             ``random`` (zoology's): at random positions after the pairs, in random order, each query at its
             own distance of at most D, recorded in ``TaskBatch.distances`` binned up to the next configured
             distance (see the module docstring).
+        pairs_every: constant density instead of a fixed N: at distance D a sample holds
+            max(1, D // pairs_every) pairs (needs ``num_pairs=None``).
     """
 
     def __init__(
         self,
         distance: int | list[int] = 32,
         eval_distance: int | list[int] | None = None,
-        num_pairs: int = 8,
+        num_pairs: int | None = 8,
         vocab_size: int = 128,
         spacing: int = 8,
         layout: str = "ordered",
+        pairs_every: int | None = None,
     ) -> None:
         super().__init__(distance, eval_distance)
         self.vocab_size = check_int("data.vocab_size", vocab_size, 4, 16384)
@@ -104,7 +120,17 @@ class MQAR(SyntheticTask):
                 "(half keys, half values)"
             )
         self.num_symbols = vocab_size // 2  # keys, and as many values
-        self.num_pairs = check_int("data.num_pairs", num_pairs, 1, self.num_symbols)
+        if (num_pairs is None) == (pairs_every is None):
+            raise ValueError(
+                f"data.num_pairs={num_pairs} with data.pairs_every={pairs_every}: set exactly one "
+                "(a fixed number of pairs, or data.num_pairs=null with one pair every data.pairs_every tokens)"
+            )
+        self.pairs_every = (
+            None if pairs_every is None else check_int("data.pairs_every", pairs_every, 1, 1 << 20)
+        )
+        self.num_pairs = (
+            None if num_pairs is None else check_int("data.num_pairs", num_pairs, 1, self.num_symbols)
+        )
         self.spacing = check_int("data.spacing", spacing, 0, 4096)
         if layout not in LAYOUTS:
             raise ValueError(f"data.layout={layout!r} is not a layout; allowed: {', '.join(LAYOUTS)}")
@@ -116,38 +142,49 @@ class MQAR(SyntheticTask):
         values = [f"v{i}" for i in range(self.num_symbols)]
         self.vocab = Vocabulary(SPECIALS, [FILLER], keys, values)
         self.key_ids, self.value_ids = self.vocab.ids(keys), self.vocab.ids(values)
-        for d in self.train_distances + self.eval_distances:
-            if d < self.min_distance:
+        for d in self.distance_bins:
+            n = self.pairs(d)
+            if n > self.num_symbols:
                 raise ValueError(
-                    f"data.distance={d} is too short for data.num_pairs={num_pairs} and "
-                    f"data.spacing={spacing}: allowed distances are >= {self.min_distance} "
-                    "(2 * num_pairs + spacing - 2: every query comes after the last pair)"
+                    f"data.distance={d} with data.pairs_every={pairs_every} asks for {n} pairs; allowed: at "
+                    f"most {self.num_symbols} (vocab_size / 2): raise data.pairs_every or data.vocab_size"
+                )
+            if d < 2 * n + spacing - 2:
+                raise ValueError(
+                    f"data.distance={d} is too short for {n} pairs (data.num_pairs={num_pairs}, "
+                    f"data.pairs_every={pairs_every}) and data.spacing={spacing}: allowed distances are "
+                    f">= {2 * n + spacing - 2} (2 * num_pairs + spacing - 2: every query comes after the last pair)"
                 )
         # Distinct samples: ordered distinct keys, ordered distinct values, and where the spacing goes; the
         # random layout multiplies them by the placements of its queries, at least perm(D + 2 - N - S, N)
         # at the shortest distance D (see _random_queries: c_i - i >= i + 3 + D - 2N - S choices for query i).
-        count = math.perm(self.num_symbols, num_pairs) ** 2 * math.comb(num_pairs + spacing, num_pairs)
-        if layout == "random":
-            count *= math.perm(min(self.distance_bins) + 2 - num_pairs - spacing, num_pairs)
-        self.check_sample_space(
-            count,
-            f"data.vocab_size={vocab_size} with data.num_pairs={num_pairs} and data.spacing={spacing}",
-            "raise data.vocab_size or data.num_pairs",
-        )
+        for d in self.distance_bins:
+            n = self.pairs(d)
+            count = math.perm(self.num_symbols, n) ** 2 * math.comb(n + spacing, n)
+            if layout == "random":
+                count *= math.perm(min(self.distance_bins) + 2 - n - spacing, n)
+            self.check_sample_space(
+                count,
+                f"data.vocab_size={vocab_size} with {n} pairs at data.distance={d} and data.spacing={spacing}",
+                "raise data.vocab_size or data.num_pairs",
+            )
 
-    @property
-    def min_distance(self) -> int:
-        return max(0, 2 * self.num_pairs + self.spacing - 2)
+    def pairs(self, distance: int) -> int:
+        """N, the pairs a sample at this distance holds: ``num_pairs``, or one every ``pairs_every`` tokens."""
+        if self.num_pairs is not None:
+            return self.num_pairs
+        assert self.pairs_every is not None
+        return max(1, distance // self.pairs_every)
 
     @property
     def chance_level(self) -> float:
         return 1.0 / self.num_symbols
 
     def seq_len(self, distance: int) -> int:
-        return 2 * self.num_pairs + self.spacing + distance + 2
+        return 2 * self.pairs(distance) + self.spacing + distance + 2
 
     def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
-        B, N, S, D = batch_size, self.num_pairs, self.spacing, distance
+        B, N, S, D = batch_size, self.pairs(distance), self.spacing, distance
         L = self.seq_len(D)
 
         # N distinct keys and N distinct values per sample: the first N of a random permutation.
@@ -186,7 +223,7 @@ class MQAR(SyntheticTask):
         1's among the remaining ones, and so on, offers c_i - i >= 1 choices at every step whatever came
         before: each placement has the same probability, the product of 1 / (c_i - i)."""
         B, N = value_position.shape
-        start = 2 * self.num_pairs + self.spacing + 1  # first position after the pair region
+        start = 2 * N + self.spacing + 1  # first position after the pair region
         slots = torch.arange(distance + 1)  # (D + 1,)
         limit = value_position + distance + 1 - start + 1  # (B, N) c_i: slots < c_i are allowed
         taken = torch.zeros(B, distance + 1, dtype=torch.bool)

@@ -180,3 +180,43 @@ def test_random_layout_trains_and_reports_the_configured_distances(tmp_path: Pat
         == set(map(int, result["test_acc_per_distance"]))
         == {24, 32}
     )
+
+
+# Constant density (data.pairs_every): the pairs grow with the distance.
+
+
+@pytest.mark.parametrize("layout", ["ordered", "random"])
+def test_constant_density_holds_one_pair_every_k_tokens_of_distance(layout: str) -> None:
+    task = MQAR(distance=[16, 32, 40], num_pairs=None, pairs_every=8, vocab_size=64, spacing=0, layout=layout)
+    for distance, pairs in ((16, 2), (32, 4), (40, 5)):
+        batch = task.sample(3, distance, torch.Generator().manual_seed(1))
+        assert batch.tokens.shape == (3, task.seq_len(distance)) == (3, 2 * pairs + distance + 2)
+        answers = batch.targets != IGNORE
+        assert answers.sum(1).tolist() == [pairs] * 3  # every pair queried
+        keys = set(task.key_ids.tolist())
+        for row in batch.tokens:  # the pair region: pairs distinct keys, each queried once after it
+            region = row[1 : 1 + 2 * pairs].tolist()
+            assert len({t for t in region if t in keys}) == pairs
+        if layout == "ordered":
+            assert set(batch.distances[answers].tolist()) == {distance}
+
+
+def test_constant_density_worked_example_is_what_the_code_generates() -> None:
+    task = MQAR(distance=[16, 32], num_pairs=None, pairs_every=8, vocab_size=32, spacing=0)
+    decoded = task.vocab.decode(task.sample(1, 16, torch.Generator().manual_seed(0)).tokens[0])
+    assert decoded == "<bos> k12 v11 k2 v2 . . . . . . . . . . . . . . k12 . k2"
+    assert decoded in inspect.getdoc(mqar)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"num_pairs": 8, "pairs_every": 8}, r"data.num_pairs=8 with data.pairs_every=8: set exactly one"),
+        ({"num_pairs": None}, r"data.num_pairs=None with data.pairs_every=None: set exactly one"),
+        ({"num_pairs": None, "pairs_every": 0}, r"data.pairs_every=0 is out of range"),
+        ({"num_pairs": None, "pairs_every": 1, "distance": 200}, r"asks for 200 pairs; allowed: at most 64"),
+    ],
+)
+def test_constant_density_bad_input_names_the_keys(params: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MQAR(**{"spacing": 0, **params})  # type: ignore[arg-type]
