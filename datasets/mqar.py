@@ -123,7 +123,8 @@ class MQAR(SyntheticTask):
         if (num_pairs is None) == (pairs_every is None):
             raise ValueError(
                 f"data.num_pairs={num_pairs} with data.pairs_every={pairs_every}: set exactly one "
-                "(a fixed number of pairs, or data.num_pairs=null with one pair every data.pairs_every tokens)"
+                "(a fixed number of pairs, or data.num_pairs=null with one pair every "
+                "data.pairs_every tokens)"
             )
         self.pairs_every = (
             None if pairs_every is None else check_int("data.pairs_every", pairs_every, 1, 1 << 20)
@@ -153,7 +154,8 @@ class MQAR(SyntheticTask):
                 raise ValueError(
                     f"data.distance={d} is too short for {n} pairs (data.num_pairs={num_pairs}, "
                     f"data.pairs_every={pairs_every}) and data.spacing={spacing}: allowed distances are "
-                    f">= {2 * n + spacing - 2} (2 * num_pairs + spacing - 2: every query comes after the last pair)"
+                    f">= {2 * n + spacing - 2} (2 * num_pairs + spacing - 2: every query comes after the "
+                    "last pair)"
                 )
         # Distinct samples: ordered distinct keys, ordered distinct values, and where the spacing goes; the
         # random layout multiplies them by the placements of its queries, at least perm(D + 2 - N - S, N)
@@ -165,12 +167,13 @@ class MQAR(SyntheticTask):
                 count *= math.perm(min(self.distance_bins) + 2 - n - spacing, n)
             self.check_sample_space(
                 count,
-                f"data.vocab_size={vocab_size} with {n} pairs at data.distance={d} and data.spacing={spacing}",
+                f"data.vocab_size={vocab_size} with {n} pairs at data.distance={d} and "
+                f"data.spacing={spacing}",
                 "raise data.vocab_size or data.num_pairs",
             )
 
     def pairs(self, distance: int) -> int:
-        """N, the pairs a sample at this distance holds: ``num_pairs``, or one every ``pairs_every`` tokens."""
+        """N, the pairs a sample at this distance holds: ``num_pairs``, or one per ``pairs_every`` tokens."""
         if self.num_pairs is not None:
             return self.num_pairs
         assert self.pairs_every is not None
