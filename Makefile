@@ -27,10 +27,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The demo: the headline sweep at seed 0, its mixed run and its fixed-distance run at 128 (8 of its 24 jobs,
 # within 4 minutes on 2 cores); `make demo GRID= ARGS="seed=0,1,2"` runs the whole preset, as in the README.
 GRID   ?= data.distance='[8,16,32,64,128]',128
+OUT    ?= outputs/sweeps/$(SWEEP)
 
 demo: install
-	$(BIN)/python -m longrange.experiments.train -m experiment=$(SWEEP) $(GRID) $(ARGS)
-	$(BIN)/python -m longrange.experiments.report outputs/sweeps/$(SWEEP)
+	$(BIN)/python -m longrange.experiments.train -m experiment=$(SWEEP) $(GRID) hydra.sweep.dir=$(OUT) $(ARGS)
+	$(BIN)/python -m longrange.experiments.report $(OUT)
 
 test: install
 	$(BIN)/pytest -q -m "not slow"

@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "startup": ("benchmarks.sweep", "startup"),
     "memory": ("benchmarks.training", "attention_memory"),
     "gpu": ("benchmarks.run", "gpu"),
+    "demo": ("benchmarks.demo", "demo"),
 }
 
 
