@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import BackwardCFunction, FunctionCtx
 
-from longrange.models.layers import CausalConv1d, MixerStack
+from longrange.models.layers import CausalConv1d, MixerStack, rms_norm
 
 MixerState = tuple[Tensor, Tensor, Tensor]  # conv buffers of x and [B, C], SSM state (b, H, P, N)
 
@@ -121,17 +121,21 @@ class ChunkedScan(torch.autograd.Function):
         to_end = (cum[:, :, -1:] - cum).exp()[..., None]  # (b, c, Q, H, 1)
         chunk_states = (xdt * to_end).view(b, c, Q, H * P).transpose(-1, -2) @ B  # (b, c, H P, N)
 
-        # 3. Pass the state from chunk to chunk (c steps, not L): the state entering each chunk.
+        # 3. Pass the state from chunk to chunk (c steps, not L): the state entering each chunk, stacked
+        # once at the end (no zero-filled tensor written chunk by chunk).
         chunk_decay = cum[:, :, -1, :, None, None].exp()  # (b, c, H, 1, 1): decay across a whole chunk
         chunk_states = chunk_states.view(b, c, H, P, N)
-        entering = xdt.new_zeros(b, c, H, P, N)
+        states = [xdt.new_zeros(b, H, P, N)]
         for k in range(c - 1):
-            entering[:, k + 1] = entering[:, k] * chunk_decay[:, k] + chunk_states[:, k]
+            states.append(torch.addcmul(chunk_states[:, k], states[-1], chunk_decay[:, k]))
+        entering = torch.stack(states, dim=1)  # (b, c, H, P, N)
 
         # 4. The entering state read out by C_t, decayed from the chunk's start to t: (Q, N) @ (N, H P).
+        # Kept for the backward after the decay (its gradient w.r.t. cum is itself), scaled in place.
         read = (C @ entering.view(b, c, H * P, N).transpose(-1, -2)).view(b, c, Q, H, P)
+        read.mul_(cum.exp()[..., None])  # (b, c, Q, H, P)
         ctx.save_for_backward(xdt, cum, B, C, scores, decay, weights, entering, read)
-        return y.add_(read * cum.exp()[..., None])
+        return y.add_(read)
 
     @staticmethod
     def backward(ctx: BackwardCFunction, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -140,21 +144,23 @@ class ChunkedScan(torch.autograd.Function):
         xdt, cum, B, C, scores, decay, weights, entering, read = saved
         b, c, Q, H, P = xdt.shape
         N = B.shape[-1]
-        # 4. y += read * exp(cum), read = C E^T.
+        # 4. y += read, read = C E^T exp(cum) (saved after the exp).
+        g_cum = (grad * read).sum(-1)  # (b, c, Q, H)
         g_read = grad * cum.exp()[..., None]  # (b, c, Q, H, P)
-        g_cum = (g_read * read).sum(-1)  # (b, c, Q, H)
         g_read = g_read.view(b, c, Q, H * P)
         g_C = g_read @ entering.view(b, c, H * P, N)  # (b, c, Q, N)
         g_entering = (g_read.transpose(-1, -2) @ C).view(b, c, H, P, N)
 
         # 3. entering[k + 1] = entering[k] * chunk_decay[k] + chunk_states[k], backwards over the chunks.
         chunk_decay = cum[:, :, -1, :, None, None].exp()  # (b, c, H, 1, 1)
-        g_states, g_chunk_decay = torch.zeros_like(entering), cum.new_zeros(b, c, H)
+        g_chunk_decay = cum.new_zeros(b, c, H)
+        totals = [torch.zeros_like(entering[:, 0])]  # the last chunk's own states reach nothing
         total = g_entering[:, c - 1]  # gradient of the state entering chunk k + 1, all paths
         for k in range(c - 2, -1, -1):
-            g_states[:, k] = total
+            totals.append(total)
             g_chunk_decay[:, k] = (total * entering[:, k]).sum((-1, -2))
-            total = g_entering[:, k] + total * chunk_decay[:, k]
+            total = torch.addcmul(g_entering[:, k], total, chunk_decay[:, k])
+        g_states = torch.stack(totals[::-1], dim=1)  # (b, c, H, P, N): gradient of chunk_states
         g_cum_end = g_chunk_decay * chunk_decay[..., 0, 0]  # (b, c, H)
 
         # 2. chunk_states = (xdt * to_end)^T B.
@@ -199,7 +205,7 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width))
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
-        return F.rms_norm(y * F.silu(z), (y.shape[-1],), self.weight, self.eps)
+        return rms_norm(y, self.weight, self.eps, gate=z)  # one autograd node (models/layers.py)
 
 
 class Mamba2Mixer(nn.Module):
@@ -248,7 +254,7 @@ class Mamba2Mixer(nn.Module):
 
     def _output(self, y: Tensor, x: Tensor, z: Tensor) -> Tensor:
         """y, x (..., H, P), z (..., d_inner) -> (..., width): D skip, gated norm, out_proj."""
-        y = (y + self.D[:, None] * x).flatten(-2)  # (..., d_inner)
+        y = torch.addcmul(y, x, self.D[:, None]).flatten(-2)  # (..., d_inner): y + D x
         return self.out_proj(self.norm(y, z))
 
     def forward(self, u: Tensor) -> Tensor:

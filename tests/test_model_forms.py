@@ -24,6 +24,7 @@ from test_models import run_steps
 
 import longrange.models
 from longrange.models import Backbone, mlstm
+from longrange.models.layers import _CausalDepthwise, _RMSNorm
 from longrange.models.mamba import ChunkedScan, ssd_scan
 from longrange.models.module import build_backbone
 
@@ -156,7 +157,7 @@ def custom_functions() -> set[type]:
 
 def test_every_custom_autograd_function_has_a_gradient_check() -> None:
     """A new hand-written backward in models/ must be added to the gradient checks below."""
-    assert custom_functions() == {ChunkedScan}
+    assert custom_functions() == {ChunkedScan, _CausalDepthwise, _RMSNorm}
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
@@ -188,3 +189,24 @@ def test_ssd_scan_gradients_through_padding_pass_gradcheck() -> None:
     A = -rand(H).abs() - 0.5
     inputs = tuple(t.requires_grad_() for t in (x, dt, A, B, C))
     assert torch.autograd.gradcheck(lambda *a: ssd_scan(*a, chunk=4), inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 3, 9])
+def test_causal_depthwise_backward_passes_gradcheck(length: int) -> None:
+    """The short convolution's hand-written backward (models/layers.py), kernel 4: sequences shorter than
+    the kernel, as long, and longer; input in channels-first memory as DeltaNet gives it."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, length, generator=generator, dtype=torch.float64).transpose(1, 2)  # (B, L, C)
+    weight, bias = (torch.randn(*s, generator=generator, dtype=torch.float64) for s in ((5, 4), (5,)))
+    inputs = tuple(t.requires_grad_() for t in (x, weight, bias))
+    assert torch.autograd.gradcheck(_CausalDepthwise.apply, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_rms_norm_backward_passes_gradcheck(gated: bool) -> None:
+    """The RMSNorm's hand-written backward (models/layers.py), plain (DeltaNet) and gated (Mamba-2)."""
+    generator = torch.Generator().manual_seed(0)
+    x, gate = (torch.randn(2, 3, 6, generator=generator, dtype=torch.float64) for _ in range(2))
+    weight = torch.randn(6, generator=generator, dtype=torch.float64)
+    inputs = (x.requires_grad_(), gate.requires_grad_() if gated else None, weight.requires_grad_(), 1e-5)
+    assert torch.autograd.gradcheck(_RMSNorm.apply, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
