@@ -48,6 +48,7 @@ from longrange.experiments.run.config import TrainConfig, instantiate, plain, va
 from longrange.experiments.run.job import (
     StopOnSigterm,
     clear,
+    keep_freed_memory,
     one_line,
     readable_checkpoint,
     requeued_by_slurm,
@@ -171,6 +172,7 @@ def fit_and_test(
     stop = StopOnSigterm(interruptible=lambda: data is not None and data.generating)
     try:
         torch.set_num_threads(cfg.threads)  # explicit in every job: launchers change it silently otherwise
+        keep_freed_memory()  # no page faults for every large tensor of every step (run/job.py)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         train_cfg = TrainConfig(**plain(cfg.train))
         module = LongRangeModule(

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 
 from longrange.experiments.report.analysis import (
+    Job,
+    _parse,
     aggregate,
     baseline_of,
     below_baseline,
+    label_series,
     load_jobs,
     regime,
     select_on_validation,
@@ -203,3 +206,16 @@ def test_models_and_datasets_never_import_experiments() -> None:
         "sys.exit(any(name.startswith('longrange.experiments') for name in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_knob_value_whose_jobs_have_not_run_is_its_own_series(tmp_path: Path) -> None:
+    # A sweep stopped early: DeltaNet with 4 heads finished, with 16 not yet. The missing jobs' overrides
+    # ("16", "1e-3" as the grid spells them) must split the series as their results would, and a rate
+    # must not be truncated to an integer (0.001 -> 0, a bug that made "lr=0" series).
+    write_job(tmp_path, "done", "deltanet", 64, {64: 1.0}, knobs={"num_heads": 4})
+    jobs = load_jobs(tmp_path)
+    overrides = {"model.num_heads": "16", "train.lr": "1e-3", "data.distance": "64", "seed": "0"}
+    jobs.append(Job(tmp_path / "todo", "missing", "deltanet", {k: _parse(v) for k, v in overrides.items()}))
+    label_series(jobs)
+    assert [job.series for job in jobs] == ["deltanet num_heads=4", "deltanet num_heads=16"]
+    assert (_parse("1e-2"), _parse(0.01), _parse("64"), _parse("[8,16]")) == (0.01, 0.01, 64, "[8,16]")

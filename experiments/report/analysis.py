@@ -123,10 +123,16 @@ def load_jobs(sweep_dir: Path, is_stale: Callable[[Path], bool] | None = None) -
 
 
 def _parse(value: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+    """An override's value as a result's config holds it: "64" -> 64, "1e-2" -> 0.01; other values as
+    they are (int() would truncate a float: 0.01 -> 0)."""
+    if not isinstance(value, str):
         return value
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def series_name(model: str, config: dict[str, Any], varying: Iterable[str]) -> str:
@@ -142,6 +148,7 @@ def label_series(jobs: list[Job]) -> None:
         by_model[job.model].append(job)
     for group in by_model.values():
         computed = [flatten(what_it_computes(job.result["config"])) for job in group if job.result]
+        computed += [job.config for job in group if not job.result]  # a job not run yet: its overrides
         keys = {k for config in computed for k in config if k not in AXES}
         # a key only some results have (added since, with the others' behaviour as its default) and that
         # takes one value where present does not split the series
