@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The demo: the headline sweep at seed 0, its mixed run and its fixed-distance run at 128 (8 of its 24 jobs,
 # within 4 minutes on 2 cores); `make demo GRID= ARGS="seed=0,1,2"` runs the whole preset, as in the README.
 GRID   ?= data.distance='[8,16,32,64,128]',128
-OUT    ?= outputs/sweeps/$(SWEEP)
+OUT     = outputs/sweeps/$(SWEEP)# the demo's folder: `make demo OUT=...` (not from the environment)
 
 demo: install
 	$(BIN)/python -m longrange.experiments.train -m experiment=$(SWEEP) $(GRID) hydra.sweep.dir=$(OUT) $(ARGS)

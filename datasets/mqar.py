@@ -57,7 +57,7 @@ vocab_size=32, spacing=0)``: a sample at D = 16 holds 2 pairs, at D = 32 4 pairs
 torch.Generator().manual_seed(0))``, decoded)::
 
     <bos> k12 v11 k2 v2 . . . . . . . . . . . . . . k12 . k2                    D = 16, L = 22
-    <bos> k12 v11 k2 v2 k3 v12 k13 v3 . . . (26 more) . . k12 . k2 . k3 . k13    D = 32, L = 42
+    <bos> k12 v11 k2 v2 k3 v12 k13 v3 . . . (21 more) . . k12 . k2 . k3 . k13    D = 32, L = 42
 
 ``experiment=density`` sweeps D with one pair every 4 tokens. The sequence length is 2N + spacing + D + 2
 with N the pairs at that D.
@@ -150,26 +150,40 @@ class MQAR(SyntheticTask):
                     f"data.distance={d} with data.pairs_every={pairs_every} asks for {n} pairs; allowed: at "
                     f"most {self.num_symbols} (vocab_size / 2): raise data.pairs_every or data.vocab_size"
                 )
+            if d < 2 * n + spacing - 2 and pairs_every is not None:  # N grows with D: not the remedy
+                raise ValueError(
+                    f"data.distance={d} holds {n} pairs at data.pairs_every={pairs_every}, more than fit "
+                    f"before the queries with data.spacing={spacing} (D >= 2 N + spacing - 2); allowed: "
+                    "data.pairs_every >= 2 with data.spacing <= 2, or a larger data.pairs_every, or a "
+                    "smaller data.spacing"
+                )
             if d < 2 * n + spacing - 2:
                 raise ValueError(
-                    f"data.distance={d} is too short for {n} pairs (data.num_pairs={num_pairs}, "
-                    f"data.pairs_every={pairs_every}) and data.spacing={spacing}: allowed distances are "
-                    f">= {2 * n + spacing - 2} (2 * num_pairs + spacing - 2: every query comes after the "
-                    "last pair)"
+                    f"data.distance={d} is too short for data.num_pairs={num_pairs} and "
+                    f"data.spacing={spacing}: allowed distances are >= {2 * n + spacing - 2} "
+                    "(2 * num_pairs + spacing - 2: every query comes after the last pair)"
                 )
+        if layout == "random" and pairs_every is not None and len(self.distance_bins) > 1:
+            raise ValueError(
+                f"data.layout=random with data.pairs_every={pairs_every} and several distances "
+                f"{list(self.distance_bins)}: the random layout bins each answer down to a shorter "
+                "configured distance, which would mix samples holding different numbers of pairs; allowed: "
+                "data.layout=ordered, or a single data.distance"
+            )
         # Distinct samples: ordered distinct keys, ordered distinct values, and where the spacing goes; the
         # random layout multiplies them by the placements of its queries, at least perm(D + 2 - N - S, N)
-        # at the shortest distance D (see _random_queries: c_i - i >= i + 3 + D - 2N - S choices for query i).
+        # at distance D (see _random_queries: c_i - i >= i + 3 + D - 2N - S choices for query i); checked at
+        # every distance (with a fixed N the shortest binds).
         for d in self.distance_bins:
             n = self.pairs(d)
             count = math.perm(self.num_symbols, n) ** 2 * math.comb(n + spacing, n)
             if layout == "random":
-                count *= math.perm(min(self.distance_bins) + 2 - n - spacing, n)
+                count *= math.perm(d + 2 - n - spacing, n)
             self.check_sample_space(
                 count,
                 f"data.vocab_size={vocab_size} with {n} pairs at data.distance={d} and "
                 f"data.spacing={spacing}",
-                "raise data.vocab_size or data.num_pairs",
+                "raise data.vocab_size or " + ("data.pairs_every" if pairs_every else "data.num_pairs"),
             )
 
     def pairs(self, distance: int) -> int:

@@ -107,6 +107,7 @@ def train(cfg: DictConfig, out_dir: Path, choices: dict[str, str] | None = None)
         # 3. the config, checked (once per process: a single run's Hydra callback already did it)
         task, backbone = validate(given)  # as given: the config the launch's check already saw
         # 4. the record says "running" before anything trains (the report tells stale from live by the lock)
+        keep_freed_memory()  # no page faults for every large tensor of every step (run/job.py)
         reset_peak_rss()
         record.update(
             status="running",
@@ -172,7 +173,6 @@ def fit_and_test(
     stop = StopOnSigterm(interruptible=lambda: data is not None and data.generating)
     try:
         torch.set_num_threads(cfg.threads)  # explicit in every job: launchers change it silently otherwise
-        keep_freed_memory()  # no page faults for every large tensor of every step (run/job.py)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         train_cfg = TrainConfig(**plain(cfg.train))
         module = LongRangeModule(

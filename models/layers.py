@@ -77,7 +77,7 @@ class _CausalDepthwise(torch.autograd.Function):
     def backward(ctx: BackwardCFunction, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, weight = cast("tuple[Tensor, Tensor]", ctx.saved_tensors)
         kernel, L = weight.shape[1], x.shape[1]
-        grad = grad.contiguous()  # (B, L, C)
+        grad = grad.to(x.dtype).contiguous()  # (B, L, C); under autocast the forward's output was bf16
         grad_x = _depthwise(grad, weight.flip(1), None, 0, kernel - 1)  # (B, L, C)
         products = torch.empty_like(grad)  # one buffer for the taps' products (lag j: grad_t x_{t - j})
         grad_weight = weight.new_empty(weight.shape)  # (C, kernel)

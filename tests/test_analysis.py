@@ -216,6 +216,12 @@ def test_a_knob_value_whose_jobs_have_not_run_is_its_own_series(tmp_path: Path) 
     jobs = load_jobs(tmp_path)
     overrides = {"model.num_heads": "16", "train.lr": "1e-3", "data.distance": "64", "seed": "0"}
     jobs.append(Job(tmp_path / "todo", "missing", "deltanet", {k: _parse(v) for k, v in overrides.items()}))
+    # a group choice (data=parity) is no key of a result's config: it does not split the series
+    jobs.append(Job(tmp_path / "other", "missing", "deltanet", {"data": "parity", "model.num_heads": 4}))
     label_series(jobs)
-    assert [job.series for job in jobs] == ["deltanet num_heads=4", "deltanet num_heads=16"]
+    assert [job.series for job in jobs] == [
+        "deltanet num_heads=4",
+        "deltanet num_heads=16",
+        "deltanet num_heads=4",
+    ]
     assert (_parse("1e-2"), _parse(0.01), _parse("64"), _parse("[8,16]")) == (0.01, 0.01, 64, "[8,16]")

@@ -187,8 +187,8 @@ def test_random_layout_trains_and_reports_the_configured_distances(tmp_path: Pat
 
 @pytest.mark.parametrize("layout", ["ordered", "random"])
 def test_constant_density_holds_one_pair_every_k_tokens_of_distance(layout: str) -> None:
-    task = MQAR(distance=[16, 32, 40], num_pairs=None, pairs_every=8, vocab_size=64, spacing=0, layout=layout)
-    for distance, pairs in ((16, 2), (32, 4), (40, 5)):
+    for distance, pairs in ((16, 2), (32, 4), (40, 5)):  # the random layout takes one distance per task
+        task = MQAR(distance=distance, num_pairs=None, pairs_every=8, vocab_size=64, spacing=0, layout=layout)
         batch = task.sample(3, distance, torch.Generator().manual_seed(1))
         assert batch.tokens.shape == (3, task.seq_len(distance)) == (3, 2 * pairs + distance + 2)
         answers = batch.targets != IGNORE
@@ -215,8 +215,24 @@ def test_constant_density_worked_example_is_what_the_code_generates() -> None:
         ({"num_pairs": None}, r"data.num_pairs=None with data.pairs_every=None: set exactly one"),
         ({"num_pairs": None, "pairs_every": 0}, r"data.pairs_every=0 is out of range"),
         ({"num_pairs": None, "pairs_every": 1, "distance": 200}, r"asks for 200 pairs; allowed: at most 64"),
+        (
+            {"num_pairs": None, "pairs_every": 2, "spacing": 4, "distance": 100},
+            r"data.distance=100 holds 50 pairs at data.pairs_every=2, .* allowed: data.pairs_every >= 2 with "
+            r"data.spacing <= 2",
+        ),
+        (
+            {"num_pairs": None, "pairs_every": 4, "distance": [8, 64], "layout": "random"},
+            r"data.layout=random with data.pairs_every=4 and several distances \[8, 64\]: .* allowed: "
+            r"data.layout=ordered, or a single data.distance",
+        ),
     ],
 )
 def test_constant_density_bad_input_names_the_keys(params: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MQAR(**{"spacing": 0, **params})  # type: ignore[arg-type]
+
+
+def test_random_layout_with_constant_density_at_one_distance_and_fixed_pairs_at_several() -> None:
+    # The sample space of the random layout is counted at each distance with its own number of pairs.
+    assert MQAR(distance=64, num_pairs=None, pairs_every=4, spacing=0, layout="random").pairs(64) == 16
+    assert MQAR(distance=[8, 64], num_pairs=3, spacing=0, layout="random").seq_len(64) == 72

@@ -322,5 +322,5 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         )  # fmt: skip
         for mode in ("off", "on")
     }
-    assert faults["off"] > 10 * 10_000  # 16,384 pages mapped afresh per step
-    assert faults["on"] < 1_000
+    assert faults["off"] > 10 * 5_000, faults  # 16,384 pages mapped afresh per step
+    assert faults["on"] < 5_000, faults  # none once the heap has its size

@@ -148,7 +148,15 @@ def label_series(jobs: list[Job]) -> None:
         by_model[job.model].append(job)
     for group in by_model.values():
         computed = [flatten(what_it_computes(job.result["config"])) for job in group if job.result]
-        computed += [job.config for job in group if not job.result]  # a job not run yet: its overrides
+        # A job not run yet: its overrides, where its results would have the same key (a group choice such
+        # as data=parity is no key of a result's config; its data._target_ is) and, once some job of the
+        # model has a result, only the keys results have.
+        seen = {k for config in computed for k in config}
+        computed += [
+            {k: v for k, v in job.config.items() if "." in k and (not seen or k in seen)}
+            for job in group
+            if not job.result
+        ]
         keys = {k for config in computed for k in config if k not in AXES}
         # a key only some results have (added since, with the others' behaviour as its default) and that
         # takes one value where present does not split the series

@@ -4,6 +4,7 @@ a failure's report says. ``train`` calls these; nothing here knows about sweeps 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -28,22 +29,28 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
 
 
 def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory for the next allocation instead of giving it back to the kernel.
+    """Let glibc's malloc keep freed memory for the next allocation instead of giving it back to the kernel;
+    called at the start of each job, after handing back what an earlier job of the process left freed.
 
     By default glibc serves a large block (over its mmap threshold, 128 kB rising to 32 MB) with a fresh
     ``mmap`` and unmaps it on free, so a training step whose activations are tensors of tens of MB pays
     page faults for every one of them, every step (a 42 MB multiply: 10,244 page faults, 27.7 ms, against
     9.4 ms into memory already mapped). Serving them from the heap and not trimming it makes the process
     keep its peak, which it reaches every step anyway: an LSTM job of `make demo` ran 22% faster (system
-    time 6.4 s -> 0.7 s) with 5% more peak memory (benchmarks/RESULTS.md, section 3). The numbers a job
-    computes do not change. Returns False where the C library is not glibc (nothing is changed there)."""
+    time 6.4 s -> 0.7 s) with 4% more peak memory (benchmarks/RESULTS.md, section 3). The numbers a job
+    computes do not change. A worker reused for the next job of a sweep first returns the memory the last
+    one freed (``malloc_trim``), so each job starts, and records its memory, from what it holds itself.
+    Returns False where the C library is not glibc (nothing is changed there)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         return False
-    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_TOP_PAD, 512 << 20))
-    return all(mallopt(option, value) == 1 for option, value in settings)
+    gc.collect()  # the last job's objects in reference cycles (Lightning's trainer), then their memory
+    malloc_trim(0)
+    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_TOP_PAD, 64 << 20))
+    applied = [mallopt(option, value) == 1 for option, value in settings]  # every one, even after a failure
+    return all(applied)
 
 
 def one_line(exc: BaseException) -> str:
