@@ -59,8 +59,8 @@ torch.Generator().manual_seed(0))``, decoded)::
     <bos> k12 v11 k2 v2 . . . . . . . . . . . . . . k12 . k2                    D = 16, L = 22
     <bos> k12 v11 k2 v2 k3 v12 k13 v3 . . . (21 more) . . k12 . k2 . k3 . k13    D = 32, L = 42
 
-``experiment=density`` sweeps D = 16, 32, 64 with one pair every 4 tokens (4, 8, 16 pairs). The sequence length is 2N + spacing + D + 2
-with N the pairs at that D.
+``experiment=density`` sweeps D = 16, 32, 64 with one pair every 4 tokens (4, 8, 16 pairs). The
+sequence length is 2N + spacing + D + 2 with N the pairs at that D.
 
 Chance level is 2 / vocab_size (a uniform guess among the values); a model that only learned to answer with
 some value of the sample scores 1 / num_pairs. Zoology's headline, which ``experiment=zoo_sweep`` with
