@@ -1,6 +1,6 @@
 """Item 9: `make demo` as a user runs it, timed, each run next to a plain-loop calibration of the machine.
 
-    python -m benchmarks.run demo            # 2 demos and 3 calibrations, alternated (12 min on 2 cores on 2026-12-07)
+    python -m benchmarks.run demo    # 2 demos, 3 calibrations, alternated (12 min on 2026-12-07)
 
 The demo's budget (4 minutes, issue 20: <= 240 s) is a wall time, and wall time depends on how fast the
 machine is that day: the same plain PyTorch loop took 16 s one week and 22-24 s the next on this
