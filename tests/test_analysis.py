@@ -35,9 +35,13 @@ def write_job(
     node = {"_target_": f"x.{model}", "width": config.pop("width", 64)}
     state, parameters, val = config.pop("state", 240), config.pop("parameters", 1000), val or test
     node |= config.pop("knobs", {})
+    choices, task, chance = {"model": model}, config.pop("task", None), config.pop("chance", 1 / 32)
+    if task:
+        choices["data"], data["_target_"] = task, f"x.{task.title()}"
     full = {"model": node, "data": data, "seed": config.pop("seed", 0), "train": {"lr": 1e-3}} | config
     result = {
-        "status": "ok", "config": full, "config_hash": name, "choices": {"model": model}, "chance": 1 / 32,
+        "status": "ok", "config": full, "config_hash": name, "choices": choices,
+        "chance": chance,
         "parameters": parameters, "steps": 10, "state_size": {str(d): state for d in test},
         "test_acc_per_distance": {str(d): a for d, a in test.items()}, "test_acc": min(test.values()),
         "val_acc_per_distance": {str(d): a for d, a in val.items()}, "val_acc": min(val.values()),
@@ -225,3 +229,26 @@ def test_a_knob_value_whose_jobs_have_not_run_is_its_own_series(tmp_path: Path) 
         "deltanet num_heads=4",
     ]
     assert (_parse("1e-2"), _parse(0.01), _parse("64"), _parse("[8,16]")) == (0.01, 0.01, 64, "[8,16]")
+
+
+def test_a_sweep_over_several_tasks_gets_a_table_per_task_with_its_own_chance_and_baseline(
+    tmp_path: Path,
+) -> None:
+    """experiment=state_tracking sweeps three tasks: each gets its own table, chance and order-free
+    baseline, series are named by the task's choice (not its class path), and trained-short-tested-long
+    runs draw no frontier (beyond the trained range a failure is one of extrapolation, not holding)."""
+    tasks = {"parity": (0.5, 0.7), "modular": (0.2, 0.3)}  # chance, the bag's accuracy
+    for task, (chance, bag) in tasks.items():
+        for model, acc, state in (("gru", 0.6, 140), ("bag", bag, 65), ("attention", 1.0, 9000)):
+            test = {1: acc, 2: acc, 8: acc}
+            write_job(tmp_path, f"{task}-{model}", model, [1, 2], test, eval_distance=[1, 2, 8], task=task,
+                      chance=chance, state=state, data={"segments": 8})  # fmt: skip
+    paths = report(tmp_path)
+    text = paths["markdown"].read_text()
+    assert "## Regime: extrapolation (trained short, tested long), task `modular` (chance 0.200)" in text
+    parity = text.split("task `parity` (chance 0.500)")[1].split("##")[0]
+    assert "| gru | 0.600 † | 0.600 † | 0.600 † | none |" in parity  # below parity's bag (0.7)
+    modular = text.split("task `modular`")[1].split("##")[0]
+    assert "| gru | 0.600 | 0.600 | 0.600 | none |" in modular  # above modular's bag (0.3)
+    assert "| extrapolation | gru data=parity | 1 |" in text and "_target_" not in text
+    assert "frontier" not in text and "accuracy_vs_state_size" not in paths

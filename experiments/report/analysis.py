@@ -8,7 +8,8 @@ results are, a laptop with a sweep copied from a cluster included.
   (several, evaluated within their range) or ``extrapolation`` (evaluated beyond the trained range).
 * A **series** is a model plus every config value that varies among that model's jobs, distances and
   seed aside (:func:`series_name`, the one function that names a series: tables and every figure use it),
-  within one regime: ``lstm``, ``lstm forget_bias=3.0``, ``gru width=32 num_pairs=4``.
+  within one regime: ``lstm``, ``lstm forget_bias=3.0``, ``gru width=32 num_pairs=4``; in a sweep over
+  several tasks, the task by its config-group choice: ``gru data=parity``.
 * A **cell** is one series at one distance: the test accuracies of its seeds. A fixed-distance job gives
   its series one point, at its training distance; the untrained neighbours it is also evaluated at (e.g.
   ``D - 2 .. D + 2``) give the **position reliance** of that point instead. A mixed or extrapolation job
@@ -90,6 +91,13 @@ class Job:
         return self.config.get("seed")
 
     @property
+    def task(self) -> dict[str, str]:
+        """``{"data": name}``: the task as people call it, the data config-group choice (``parity``) or the
+        grid's ``data=`` override (a missing job); empty where neither says (an old result)."""
+        choice = (self.result.get("choices") or {}).get("data") or self.config.get("data")
+        return {"data": str(choice)} if choice else {}
+
+    @property
     def state_size(self) -> int | None:
         """Floats the model carries at the longest evaluated length (None for old results)."""
         sizes = self.result.get("state_size") or {}
@@ -147,13 +155,13 @@ def label_series(jobs: list[Job]) -> None:
     for job in jobs:
         by_model[job.model].append(job)
     for group in by_model.values():
-        computed = [flatten(what_it_computes(job.result["config"])) for job in group if job.result]
-        # A job not run yet: its overrides, where its results would have the same key (a group choice such
-        # as data=parity is no key of a result's config; its data._target_ is) and, once some job of the
-        # model has a result, only the keys results have.
+        computed = [flatten(what_it_computes(job.result["config"])) | job.task for job in group if job.result]
+        # A job not run yet: its overrides, where its results would have the same key (other group choices
+        # are no keys of a result's config) and, once some job of the model has a result, only the keys
+        # results have.
         seen = {k for config in computed for k in config}
         computed += [
-            {k: v for k, v in job.config.items() if "." in k and (not seen or k in seen)}
+            {k: v for k, v in job.config.items() if "." in k and (not seen or k in seen)} | job.task
             for job in group
             if not job.result
         ]
@@ -161,8 +169,16 @@ def label_series(jobs: list[Job]) -> None:
         # a key only some results have (added since, with the others' behaviour as its default) and that
         # takes one value where present does not split the series
         varying = sorted(k for k in keys if len({repr(c[k]) for c in computed if k in c}) > 1)
+        if "data" in varying and "data._target_" in varying:  # the task by its name, not its class path
+            varying.remove("data._target_")
         for job in group:
-            job.series = series_name(job.model, job.config, varying)
+            job.series = series_name(job.model, job.config | job.task, varying)
+
+
+def task_of(series: str) -> str | None:
+    """The ``data=`` part of a series name (a sweep over several tasks), else None."""
+    parts = [part.removeprefix("data=") for part in series.split(" ") if part.startswith("data=")]
+    return parts[0] if parts else None
 
 
 def select_on_validation(jobs: list[Job], key: str) -> list[Job]:

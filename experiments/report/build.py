@@ -7,14 +7,16 @@ partial sweep and on one copied from a cluster, plus Hydra's ``multirun.yaml`` t
 wrote a result. It imports neither torch's trainer nor Lightning. It writes, into the sweep folder:
 
 * ``results.csv``: one row per job (series, regime, status, accuracies, parameters, state size, budget);
-* ``results.md``: per regime, a table of series x distance (mean test accuracy over seeds with its 95%
-  confidence interval), the recall horizon, parameters and state size, the controls (chance, the
-  order-free baseline, cells below it marked), position reliance for fixed-distance runs; then the
-  capacity and state-size tables where the sweep varies them, the details per cell, and every job
-  without a valid result (failed, diverged, interrupted, missing), never dropped;
-* ``accuracy_vs_distance.png``: one panel per regime; ``accuracy_vs_<items>.png`` when the number of
-  items held varies (MQAR pairs, coref load); ``accuracy_vs_state_size.png`` and the frontier's tables
-  when the state size varies (``frontier``: one line per family, attention as the control);
+* ``results.md``: per regime (and per task, in a sweep over several: ``data=parity,modular``, each with
+  its chance level and its own order-free baseline), a table of series x distance (mean test accuracy
+  over seeds with its 95% confidence interval), the recall horizon, parameters and state size, the
+  controls (chance, the order-free baseline, cells below it marked), position reliance for
+  fixed-distance runs; then the capacity and state-size tables where the sweep varies them, the details
+  per cell, and every job without a valid result (failed, diverged, interrupted, missing), never dropped;
+* ``accuracy_vs_distance.png``: one panel per regime (and task); ``accuracy_vs_<items>.png`` when the
+  number of items held varies (MQAR pairs, coref load); ``accuracy_vs_state_size.png`` and the
+  frontier's tables when the state size varies among runs evaluated within their trained distances
+  (``frontier``: one line per family, attention as the control);
 * ``gradient_flow.png``, ``memory_probe.png``, ``attention_mass.png``: the jobs' diagnostics per series;
 * ``summary/``: a TensorBoard run holding the figures and the table, so ``tensorboard --logdir SWEEP``
   shows the sweep's true numbers next to every job's training curves.
@@ -49,6 +51,7 @@ from longrange.experiments.report.analysis import (
     load_jobs,
     recall_horizon,
     select_on_validation,
+    task_of,
     varying_capacity_key,
 )
 from longrange.experiments.report.tensorboard_views import write_tensorboard_summary
@@ -125,12 +128,38 @@ def _number(text: str) -> tuple[float, str]:
         return math.inf, text
 
 
-def regime_section(table: Table, regime: str, threshold: float) -> list[str]:
-    """The wide table of one regime: series x distance, horizon, size, position reliance, controls."""
-    rows = {series: cells for (r, series), cells in table.items() if r == regime}
+def tasks_of(table: Table | dict, regime: str) -> list[str | None]:
+    """The tasks of a regime's series when the sweep ran several (one table and panel each), else [None]."""
+    tasks = sorted({t for (r, series) in table if r == regime and (t := task_of(series)) is not None})
+    return list(tasks) if len(tasks) > 1 else [None]
+
+
+def chance_per_task(jobs: list[Job]) -> dict[str | None, float]:
+    """Each task's chance level (from its results), and every task's mean under None."""
+    found: dict[str | None, list[float]] = defaultdict(list)
+    for job in jobs:
+        if job.result.get("chance"):
+            found[job.task.get("data")].append(job.result["chance"])
+            found[None].append(job.result["chance"])
+    return {task: statistics.fmean(values) for task, values in found.items()}
+
+
+def short(series: str, task: str | None) -> str:
+    """A series name inside its task's table or panel: without the ``data=`` part the title gives."""
+    return series if task is None else series.replace(f" data={task}", "")
+
+
+def regime_section(
+    table: Table, regime: str, threshold: float, task: str | None = None, chance: float | None = None
+) -> list[str]:
+    """The wide table of one regime (of one task, in a sweep over several): series x distance, horizon,
+    size, position reliance, controls."""
+    rows = {series: cells for (r, series), cells in table.items()
+            if r == regime and (task is None or task_of(series) == task)}  # fmt: skip
     distances = sorted({d for cells in rows.values() for d in cells})
     fixed = regime == "fixed"
-    lines = [f"## Regime: {regime} ({REGIME_TITLES[regime]})", ""]
+    of_task = "" if task is None else f", task `{task}`" + (f" (chance {chance:.3f})" if chance else "")
+    lines = [f"## Regime: {regime} ({REGIME_TITLES[regime]}){of_task}", ""]
     header = ["series", *(str(d) for d in distances), f"horizon (>= {threshold})", "parameters", "state"]
     if fixed:
         header.append("untrained D ± 1, 2 (position reliance)")
@@ -138,7 +167,7 @@ def regime_section(table: Table, regime: str, threshold: float) -> list[str]:
     marked = False
     for series, cells in rows.items():
         baseline = baseline_of(table, regime, series)
-        row = [series]
+        row = [short(series, task)]
         for d in distances:
             low = below_baseline(cells[d], baseline.get(d)) if baseline and d in cells else False
             marked |= low
@@ -218,8 +247,10 @@ def write_markdown(
         + (f" `{selected}` selected per series on validation accuracy, never on test." if selected else ""),
         "",
     ]
+    chances = chance_per_task(jobs)
     for regime in dict.fromkeys(r for r, _ in table):
-        lines += regime_section(table, regime, threshold)
+        for task in tasks_of(table, regime):
+            lines += regime_section(table, regime, threshold, task, chances.get(task))
     lines += extra + details_section(table)
     bad = [j for j in jobs if j.status != "ok"]
     if bad:
@@ -233,25 +264,28 @@ def write_markdown(
 
 
 def distance_figure(jobs: list[Job], table: Table, threshold: float) -> Any:
-    chance = [j.result["chance"] for j in jobs if j.result.get("chance")]
-    hlines = {"chance": statistics.fmean(chance)} if chance else {}
-    hlines[f"threshold {threshold}"] = threshold
+    """One panel per regime (and per task, in a sweep over several), with its chance level."""
+    chances = chance_per_task(jobs)
     panels = []
     for regime in dict.fromkeys(r for r, _ in table):
-        lines = []
-        for (r, series), cells in table.items():
-            points = {d: (c.mean, c.ci95) for d, c in cells.items() if c.accuracies}
-            if r != regime or not points:
-                continue
-            size = "/".join(
-                f"{p / 1000:.0f}k" for p in sorted({p for c in cells.values() for p in c.parameters})
-            )
-            label = f"{series} ({size} params, horizon {horizon_text(cells, threshold)})"
-            dashed = baseline_of(table, r, series) is None and series.startswith("bag")
-            lines.append(figures.Line(label, points, dashed, recall_horizon(cells, threshold)))
-        trained = [d for j in jobs if j.regime == regime == "extrapolation" for d in j.trained]
-        shade = (min(trained), max(trained)) if trained else None
-        panels.append(figures.Panel(f"{regime}: {REGIME_TITLES[regime]}", lines, shade, hlines))
+        for task in tasks_of(table, regime):
+            lines = []
+            for (r, series), cells in table.items():
+                points = {d: (c.mean, c.ci95) for d, c in cells.items() if c.accuracies}
+                if r != regime or not points or (task is not None and task_of(series) != task):
+                    continue
+                size = "/".join(
+                    f"{p / 1000:.0f}k" for p in sorted({p for c in cells.values() for p in c.parameters})
+                )
+                label = f"{short(series, task)} ({size} params, horizon {horizon_text(cells, threshold)})"
+                dashed = baseline_of(table, r, series) is None and series.startswith("bag")
+                lines.append(figures.Line(label, points, dashed, recall_horizon(cells, threshold)))
+            trained = [d for j in jobs if j.regime == regime == "extrapolation" for d in j.trained]
+            shade = (min(trained), max(trained)) if trained else None
+            hlines = {"chance": chances[task]} if task in chances else {}
+            hlines[f"threshold {threshold}"] = threshold
+            title = f"{regime}: {REGIME_TITLES[regime]}" + (f", task {task}" if task else "")
+            panels.append(figures.Panel(title, lines, shade, hlines))
     return figures.lines_figure(
         panels, "distance (tokens between the source and the answer position)",
         "test accuracy (mean over seeds, 95% CI)", note=f"{budget_line(jobs)}; dotted: recall horizons",
