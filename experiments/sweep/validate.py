@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra import compose
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from longrange.experiments.run import resources
 from longrange.experiments.run.config import ConfigError, validate
-from longrange.experiments.sweep.grid import grid_points
+from longrange.experiments.sweep.grid import composed, forget_composed, grid_points
 
 
 class ValidateConfig(Callback):
@@ -33,9 +32,10 @@ class ValidateConfig(Callback):
         overrides = list(config.hydra.overrides.task)
         points = grid_points(sweeper.get("params"), overrides, sweeper.get("per_model"))
         parallel, reserved = resources.parallel_jobs(config.hydra.get("launcher"), len(points))
+        forget_composed()  # composed once here, then read again by the sweeper's start order
         for point in points:
             try:
-                cfg = compose(config.hydra.job.config_name, overrides=point)  # Hydra's public API
+                cfg = composed(config.hydra.job.config_name, point)
                 task, _ = validate(cfg)
                 resources.check(cfg, task, parallel, reserved)
             except ConfigError as error:
