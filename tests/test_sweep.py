@@ -170,3 +170,36 @@ def test_submitit_local_launcher_runs_and_resumes(tmp_path: Path) -> None:
     before = results(sweep_dir)
     assert sweep(sweep_dir, "model=gru", launcher="local").returncode == 0
     assert results(sweep_dir) == before  # skipped: nothing rewritten
+
+
+def test_a_launch_composes_each_point_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launch's check and the start order both need every point's config: Hydra composes each point
+    once (a compose costs tenths of a second; the state_tracking preset has 216 points), and each caller
+    gets its own copy."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import open_dict
+
+    from longrange.experiments.sweep import grid
+    from longrange.experiments.sweep.order import estimates
+    from longrange.experiments.sweep.validate import ValidateConfig
+
+    calls: list[tuple[str, ...]] = []
+
+    def counting(config_name: str, overrides: list[str]) -> object:
+        calls.append(tuple(overrides))
+        return hydra_compose(config_name, overrides=overrides)
+
+    monkeypatch.setattr(grid, "compose", counting)
+    task = ["experiment=distance_sweep", "model=bag", "data.distance=2,5", *TINY]
+    with initialize_config_module("longrange.conf", version_base="1.3"):
+        config = hydra_compose("config", overrides=task[:2], return_hydra_config=True)
+        with open_dict(config):
+            config.hydra.overrides.task, config.hydra.job.config_name = task, "config"
+        ValidateConfig().on_multirun_start(config)
+        points = grid.grid_points(config.hydra.sweeper.params, task)
+        costs = estimates("config", points)
+        assert len(points) == 2 and len(calls) == 2 and len(set(calls)) == 2 and costs[0] != costs[1]
+        first = grid.composed("config", points[0])
+        first.trainer.max_steps = 1000  # a caller's change stays its own
+        assert grid.composed("config", points[0]).trainer.max_steps == 3 and len(calls) == 2
