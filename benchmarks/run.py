@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "rnn": ("benchmarks.training", "rnn_scaling"),
     "sweep": ("benchmarks.sweep", "sweep"),
     "startup": ("benchmarks.sweep", "startup"),
+    "launch": ("benchmarks.sweep", "launch"),
     "memory": ("benchmarks.training", "attention_memory"),
     "gpu": ("benchmarks.run", "gpu"),
     "demo": ("benchmarks.demo", "demo"),

@@ -201,3 +201,58 @@ def startup(quick: bool) -> Section:
         )
     )
     return section
+
+
+LAUNCH_CHILD = r"""
+import json, sys, time
+from hydra import compose, initialize_config_module
+from omegaconf import open_dict
+from longrange.experiments.sweep.grid import grid_points, stages
+from longrange.experiments.sweep.order import estimates
+from longrange.experiments.sweep.validate import ValidateConfig
+task = sys.argv[1:]
+with initialize_config_module("longrange.conf", version_base="1.3"):
+    config = compose("config", overrides=task[:1], return_hydra_config=True)
+    with open_dict(config):
+        config.hydra.overrides.task, config.hydra.job.config_name = task, "config"
+    start = time.perf_counter()
+    ValidateConfig().on_multirun_start(config)
+    checked = time.perf_counter()
+    sweeper = config.hydra.sweeper
+    points = grid_points(sweeper.params, task, sweeper.get("per_model"))
+    first = stages(points, sweeper.get("select_on_first_seed"))[0]
+    costs = estimates("config", first)
+    names = (" ".join(o for o in p if not o.startswith("experiment=")) for p in first)
+    ordered = sorted(zip(costs, names), key=lambda c: -c[0])
+    print(json.dumps({"points": len(points), "first": len(first), "check": checked - start,
+                      "order": time.perf_counter() - checked, "top": ordered[:3]}))
+"""
+LAUNCHES = {  # the demo's grid (the Makefile's GRID) and the largest preset
+    "demo (`make demo`)": ["experiment=distance_sweep", "data.distance=[8,16,32,64,128],128"],
+    "`experiment=state_tracking`": ["experiment=state_tracking"],
+}
+
+
+def launch(quick: bool) -> Section:
+    """What a sweep's launcher does before its first job: the check of every point (each composed once,
+    validated, its memory estimated) and the start order (each job's cost estimated)."""
+    section = Section("launch", "6b. A sweep's launch: the check and the start order, before the first job")
+    rows = []
+    for name, task in LAUNCHES.items():
+        done = subprocess.run([sys.executable, "-c", LAUNCH_CHILD, *task], cwd=REPO, env=_env(),
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        top = "; ".join(f"{text.removeprefix('seed=0 ')} ({cost:.0f} s)" for cost, text in found["top"])
+        rows.append([name, found["points"], f"{found['check']:.1f} s", found["first"],
+                     f"{found['order']:.1f} s", top])  # fmt: skip
+    section.text(
+        "In one process, as the launcher does it (imports aside): *check*, every point of the grid "
+        "composed with Hydra, validated and its peak memory estimated (`sweep/validate.py`); *order*, the "
+        "cost of each job of the first stage estimated from its model's step timed at the job's batch "
+        "size (`sweep/order.py`; a sweep with `select_on_first_seed` estimates its second stage when it "
+        "starts). Each point is composed once: the order reads the check's configs."
+    )
+    section.table(
+        ["grid", "points", "check", "first-stage jobs", "order", "first three jobs (estimate)"], rows
+    )
+    return section
