@@ -215,6 +215,9 @@ class Panel:
     hlines: dict[str, float] = field(default_factory=dict)  # label -> y (chance, threshold)
 
 
+CROWDED = 6  # curves in one panel above which its legend goes outside
+
+
 def lines_figure(
     panels: list[Panel],
     xlabel: str,
@@ -227,15 +230,20 @@ def lines_figure(
     """Accuracy curves with confidence bands, one panel per regime; every panel has the same y range.
     ``data_ticks``: a log axis labelled at every x of the data (distances), else at powers of 2 (state
     sizes, too close together to label each). ``legend_outside``: the legend right of the panel (many
-    series over the whole panel)."""
-    figure, axes = panel_row(len(panels), extra_height=0.25 * bool(note), extra_width=2.6 * legend_outside)
+    series over the whole panel). A panel of more than :data:`CROWDED` curves gets its legend outside too
+    (inside, it would hide them), and more than 10 series draw from 20 colours."""
+    crowded = any(sum(len(line.points) > 1 for line in p.lines) > CROWDED for p in panels)
+    extra_width = 3.0 * len(panels) if crowded else 2.6 * legend_outside
+    legend_outside = legend_outside or crowded
+    figure, axes = panel_row(len(panels), extra_height=0.25 * bool(note), extra_width=extra_width)
     ticks = sorted({x for p in panels for line in p.lines for x in line.points if x > 0})
-    palette = colormaps["tab10"]
+    names = {line.label.split(" (")[0] for p in panels for line in p.lines}
+    palette, size = (colormaps["tab10"], 10) if len(names) <= 10 else (colormaps["tab20"], 20)
     colours: dict[str, Any] = {}
     for ax, panel in zip(axes, panels, strict=True):
         for line in panel.lines:
             name = line.label.split(" (")[0]
-            colour = colours.setdefault(name, palette(len(colours) % 10))
+            colour = colours.setdefault(name, palette(len(colours) % size))
             x = sorted(line.points)
             mean = [line.points[k][0] for k in x]
             half = [0.0 if math.isnan(line.points[k][1]) else line.points[k][1] for k in x]
