@@ -128,7 +128,7 @@ def _number(text: str) -> tuple[float, str]:
         return math.inf, text
 
 
-def tasks_of(table: Table | dict, regime: str) -> list[str | None]:
+def tasks_of(table: Table, regime: str) -> list[str | None]:
     """The tasks of a regime's series when the sweep ran several (one table and panel each), else [None]."""
     tasks = sorted({t for (r, series) in table if r == regime and (t := task_of(series)) is not None})
     return list(tasks) if len(tasks) > 1 else [None]

@@ -12,11 +12,10 @@ of the shared LightningModule) at two lengths on one thread, at the job's batch 
 model's step is mostly per-step overhead at a small batch: timed at batch 8, the RNN's per-token cost came
 out 5x its cost at the jobs' 64, and its jobs started before longer ones), once per model config and batch
 size in the launcher (:func:`seconds_per_token`, a fraction of a second per model), and multiplies by the
-tokens the job
-processes: ``trainer.max_steps`` x ``train.batch_size`` x the training length, plus its evaluations
-(every ``trainer.val_check_interval`` steps and the test, at each evaluated distance; a forward pass
-counted as a third of a training step). The estimate only orders jobs; progress lines and the sweep's
-closing line report the measured times.
+tokens the job processes: ``trainer.max_steps`` x ``train.batch_size`` x the training length, plus its
+evaluations (every ``trainer.val_check_interval`` steps and the test, at each evaluated distance; a
+forward pass counted as a third of a training step). The estimate only orders jobs; progress lines and
+the sweep's closing line report the measured times.
 """
 
 from __future__ import annotations
