@@ -32,6 +32,20 @@ and ``210`` leaves 1 where it is: 1. Second: from 1, ``012`` (the identity) keep
 it to 2 and ``120`` sends 2 to 0: 0. Chance level is 1 / n (the composed permutation is uniform on G, a
 transitive group, so the ball's end is uniform on the n points).
 
+Where the point sits is a knob, ``point``: ``last`` (the default, above) asks for the whole composed
+permutation to be carried (|G| states: 6 for S3, 120 for S5) because the point is named only after the
+shuffles; ``first`` names the ball before its shuffles and asks for it at a query mark ``=`` after them,
+so the model need only carry where the ball is (n states), the "who holds the ball after the passes" form.
+Both are the group's word problem for S5 (the group acts faithfully on the points, so recognising where
+the ball ends is NC1-complete too), but ``first`` is far easier to learn: the state is 5 points, and each
+shuffle a map of 5 points to learn, not a 120 x 120 product table. Layout with ``point=first``
+(L = K (D + 3) + 1; D still counts the tokens strictly between the first permutation and the query)::
+
+    <bos> | e pi_1 ... pi_{D+1} = | e pi_1 ... pi_{D+1} = | ...   answer at each =: where e ends
+
+The worked example above, drawn with ``point="first"``, decodes as ``<bos> 1 102 120 210 = 1 012 021 120 =``
+with the same answers, 1 and 0 (the same shuffles and balls, each ball named before its shuffles).
+
 Controls: the group is not commutative, so the order-free control (``model=bag``) cannot know the
 composed permutation; its accuracy is what the multiset of shuffles (mixed over the segments) says about
 the ball. Sample space: (|G|^(D+1) n)^K samples; parameters that allow fewer than 2**12 are refused
@@ -75,6 +89,8 @@ class PermutationComposition(SyntheticTask):
         group: the group the permutations are drawn from (uniformly): "S3" and "A4" (solvable) or "S5"
             (not solvable); chance level is 1 / (number of points: 3, 4 or 5).
         segments: K (1..1024), segments per sample, each ended by its query point: K answers per sample.
+        point: where the query point sits: "last" (after the shuffles: carry the composed permutation) or
+            "first" (before them, the answer asked at a closing "=": carry only where the ball is).
     """
 
     def __init__(
@@ -83,17 +99,21 @@ class PermutationComposition(SyntheticTask):
         eval_distance: int | list[int] | None = None,
         group: Literal["S3", "A4", "S5"] = "S3",
         segments: int = 8,
+        point: Literal["last", "first"] = "last",
     ) -> None:
         super().__init__(distance, eval_distance)
         self.segments = check_int("data.segments", segments, 1, 1024)
         if group not in GROUPS:
             raise ValueError(f"data.group={group!r}; allowed: {', '.join(GROUPS)}")
         self.group = group
+        if point not in ("last", "first"):
+            raise ValueError(f"data.point={point!r}; allowed: last, first")
+        self.point = point
         perms = GROUPS[group]
         self.num_points = len(perms[0])
         points = [str(i) for i in range(self.num_points)]
         words = ["".join(map(str, p)) for p in perms]
-        self.vocab = Vocabulary(SPECIALS, points, words)
+        self.vocab = Vocabulary(SPECIALS + (("=",) if point == "first" else ()), points, words)
         self.point_ids, self.perm_ids = self.vocab.ids(points), self.vocab.ids(words)
         self.table = torch.tensor(perms)  # (|G|, n): table[g, i] = image of point i under permutation g
         smallest = min(self.train_distances + self.eval_distances)
@@ -115,7 +135,11 @@ class PermutationComposition(SyntheticTask):
         return 1.0 / self.num_points
 
     def seq_len(self, distance: int) -> int:
-        return self.segments * (distance + 2) + 1
+        return self.segments * self._segment_len(distance) + 1
+
+    def _segment_len(self, distance: int) -> int:
+        """D + 1 permutations and the point, and the "=" where the point comes first."""
+        return distance + (3 if self.point == "first" else 2)
 
     def sample(self, batch_size: int, distance: int, generator: torch.Generator) -> TaskBatch:
         B, K, D = batch_size, self.segments, distance
@@ -124,7 +148,11 @@ class PermutationComposition(SyntheticTask):
         ball = start
         for t in range(D + 1):  # the balls' positions after each permutation: D + 1 gathers of (B, K)
             ball = self.table[perms[:, :, t], ball]
-        segments = torch.cat([self.perm_ids[perms], self.point_ids[start, None]], dim=2).view(B, K * (D + 2))
+        S = self._segment_len(D)
+        parts = [self.perm_ids[perms], self.point_ids[start, None]]  # (B, K, D + 1), (B, K, 1)
+        if self.point == "first":  # e pi_1 ... pi_{D+1} =
+            parts = [parts[1], parts[0], torch.full((B, K, 1), self.vocab.index["="])]
+        segments = torch.cat(parts, dim=2).view(B, K * S)
         tokens = torch.cat([torch.full((B, 1), self.vocab.index["<bos>"]), segments], dim=1)  # (B, L)
-        position = (D + 2) * torch.arange(1, K + 1).expand(B, K)  # (B, K): the query points
+        position = S * torch.arange(1, K + 1).expand(B, K)  # (B, K): the query points, or the "=" marks
         return TaskBatch.with_answers(tokens, position, self.point_ids[ball], D)

@@ -157,10 +157,13 @@ def test_pronoun_refers_to_exactly_one_entity(cue: str, distance: int, competito
 
 
 # --- state tracking: parity, modular sums, permutation composition ---------------------------------------
-def segments_of(task: SyntheticTask, batch: TaskBatch, distance: int) -> list[list[tuple[list[str], str]]]:
+def segments_of(
+    task: SyntheticTask, batch: TaskBatch, distance: int, extra: int = 1
+) -> list[list[tuple[list[str], str]]]:
     """Per sample: (the segment's D + 1 update words, then its query word) and the target word, per
-    answer; checks the layout on the way (<bos>, then K segments of D + 2 tokens, an answer at each end)."""
-    words, samples, width = task.vocab.words, [], distance + 2  # a segment: D + 1 updates and its query
+    answer; checks the layout on the way (<bos>, then K segments of D + 1 + ``extra`` tokens, an answer at
+    each end)."""
+    words, samples, width = task.vocab.words, [], distance + 1 + extra  # D + 1 updates, query (and mark)
     for tokens, targets, positions in zip(
         batch.tokens.tolist(), batch.targets.tolist(), answer_positions(batch), strict=True
     ):
@@ -200,20 +203,27 @@ def test_parity_answers_each_segments_parity(distance: int, segments: int) -> No
     assert task.chance_level == 0.5
 
 
+@pytest.mark.parametrize("point", ["last", "first"])
 @pytest.mark.parametrize("group", sorted(GROUPS))
 @pytest.mark.parametrize(("distance", "segments"), [(0, 8), (5, 3), (33, 2)])
 def test_permutation_answers_where_the_composed_permutation_sends_the_query(
-    group: str, distance: int, segments: int
+    group: str, distance: int, segments: int, point: str
 ) -> None:
-    task = PermutationComposition(distance=distance, group=group, segments=segments)
+    task = PermutationComposition(distance=distance, group=group, segments=segments, point=point)
     n, size = {"S3": (3, 6), "A4": (4, 12), "S5": (5, 120)}[group]
     assert task.num_points == n and len(GROUPS[group]) == len(set(GROUPS[group])) == size
     batch = task.generate("test", 100, distance, seed=8)
     check_batch(task, batch, distance, segments)
     seen, ends = set(), set()
-    for sample in segments_of(task, batch, distance):
-        for (*perms, point), target in sample:
-            ball = int(point)
+    for sample in segments_of(task, batch, distance, extra=2 if point == "first" else 1):
+        for segment, target in sample:
+            if point == "first":  # e pi_1 ... pi_{D+1} =
+                point_word, *perms, mark = segment
+                assert mark == "="
+            else:  # pi_1 ... pi_{D+1} e
+                *perms, point_word = segment
+            ball = int(point_word)
+            assert len(perms) == distance + 1
             for word in perms:  # one-line notation: word[i] is the image of point i, applied in turn
                 assert sorted(word) == [str(i) for i in range(n)]
                 ball = int(word[ball])
@@ -235,6 +245,12 @@ def test_permutation_answers_where_the_composed_permutation_sends_the_query(
             lambda: PermutationComposition(distance=2, group="S3", segments=2),
             2,
             "<bos> 102 120 210 1 012 021 120 1",
+            "1 0",
+        ),
+        (
+            lambda: PermutationComposition(distance=2, group="S3", segments=2, point="first"),
+            2,
+            "<bos> 1 102 120 210 = 1 012 021 120 =",
             "1 0",
         ),
     ],
@@ -386,6 +402,7 @@ def test_a_split_without_samples_fails_clearly_instead_of_looping() -> None:
         (lambda: Parity(distance=[0, 16]), r"data.distance=0 .* 2\*\*8.0 distinct samples"),
         (lambda: Parity(distance=16, eval_distance=[0]), r"data.distance=0 .* distinct samples"),
         (lambda: PermutationComposition(group="S4"), r"data.group='S4'; allowed: S3, A4, S5"),
+        (lambda: PermutationComposition(point="middle"), r"data.point='middle'; allowed: last, first"),
         (lambda: PermutationComposition(distance=2.0), r"data.distance=2.0 is not an integer"),
         (
             lambda: PermutationComposition(distance=3, group="S3", segments=1),
@@ -524,3 +541,17 @@ def test_the_state_tracking_preset_sweeps_every_model_short_to_long() -> None:
     check_every_point([*overrides, "seed=0", "train.lr=1e-3"])
     for group in ("A4", "S5"):
         validate(compose_config([*overrides, "data=permutation", f"data.group={group}", "model=gru"]))
+
+
+def test_the_s5_preset_tracks_a_ball_through_s5_for_every_model() -> None:
+    """experiment=state_tracking_s5: every file of conf/model/, three seeds, one rate; the ball named
+    first in S5; evaluated at >= 8x the longest trained distance; every point validates."""
+    overrides = ["experiment=state_tracking_s5"]
+    with initialize_config_module("longrange.conf", version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert set(params.model.split(",")) == {p.stem for p in (CONF / "model").glob("*.yaml")}
+    assert str(params.seed).split(",") == ["0", "1", "2"] and "train.lr" not in params
+    assert (cfg.data.group, cfg.data.point) == ("S5", "first")
+    assert max(cfg.data.eval_distance) >= 8 * max(cfg.data.distance)
+    check_every_point([*overrides, "seed=0"])
