@@ -34,6 +34,7 @@ from benchmarks.common import (
 from longrange.datasets.base import TaskBatch
 from longrange.datasets.coref import CorefRecall
 from longrange.experiments.run.config import TrainConfig
+from longrange.experiments.run.job import keep_freed_memory
 from longrange.experiments.sweep.grid import grid_points, parse_point
 from longrange.models.module import LongRangeModule
 
@@ -201,6 +202,7 @@ def zoo_speed(quick: bool) -> Section:
     step: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
     flops: dict[tuple[str, int], int] = {}
+    keep_freed_memory()  # as every job runs (experiments/run/job.py): steps of large tensors fault less
     with threads(1):
         peak = gemm_peak()
         for length in lengths:
@@ -247,7 +249,8 @@ def zoo_speed(quick: bool) -> Section:
         rows.append([name, *cells, "yes" if ok else "no"])
     section.text(
         "One optimiser step (forward, backward, clipping, AdamW: `Trainee`) of each default model on the "
-        "coref task, batch 64, one thread; each model measured in alternation with the LSTM, so that the "
+        "coref task, batch 64, one thread, in a process with the jobs' memory setting (`keep_freed_memory`, "
+        "section 3); each model measured in alternation with the LSTM, so that the "
         "machine's load falls on both alike. *CPU step*: the process's CPU time per step (one thread: robust "
         "to other processes taking the core, which wall time is not on a shared machine), median of repeats; "
         "*vs LSTM*: the ratio of the CPU times, targets <= 2.5x at L = 256 and <= 3x at L = 1024; *wall*: "
