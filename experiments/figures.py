@@ -229,12 +229,15 @@ def lines_figure(
 ) -> Figure:
     """Accuracy curves with confidence bands, one panel per regime; every panel has the same y range.
     ``data_ticks``: a log axis labelled at every x of the data (distances), else at powers of 2 (state
-    sizes, too close together to label each). ``legend_outside``: the legend right of the panel (many
-    series over the whole panel). A panel of more than :data:`CROWDED` curves gets its legend outside too
-    (inside, it would hide them), and more than 10 series draw from 20 colours."""
+    sizes, too close together to label each), every panel over the same x range. ``legend_outside``: the
+    legend right of the panel (many series over the whole panel); with several panels, one legend right of
+    the last for all of them (a series has one colour in every panel). A panel of more than
+    :data:`CROWDED` curves gets its legend outside too (inside, it would hide them), and more than 10
+    series draw from 20 colours."""
     crowded = any(sum(len(line.points) > 1 for line in p.lines) > CROWDED for p in panels)
-    extra_width = 3.0 * len(panels) if crowded else 2.6 * legend_outside
     legend_outside = legend_outside or crowded
+    shared = legend_outside and len(panels) > 1  # a series has one colour in every panel: one legend
+    extra_width = 3.0 * legend_outside
     figure, axes = panel_row(len(panels), extra_height=0.25 * bool(note), extra_width=extra_width)
     ticks = sorted({x for p in panels for line in p.lines for x in line.points if x > 0})
     names = {line.label.split(" (")[0] for p in panels for line in p.lines}
@@ -278,10 +281,19 @@ def lines_figure(
         ax.set(title=panel.title, xlabel=xlabel, ylim=(-0.02, 1.02))
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-        if any(len(line.points) > 1 for line in panel.lines) and legend_outside:
+        if shared:  # one legend for every panel, right of the last one
+            if ax is axes[-1]:
+                named = {str(h.get_label()): h for a in axes for h in a.get_legend_handles_labels()[0]}
+                ax.legend(list(named.values()), list(named), fontsize=6, loc="upper left",
+                          bbox_to_anchor=(1.01, 1.0))  # fmt: skip
+        elif any(len(line.points) > 1 for line in panel.lines) and legend_outside:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         elif any(len(line.points) > 1 for line in panel.lines):  # else single points are named beside them
             ax.legend(fontsize=6, loc="best")
+    if log_x and not data_ticks:  # side by side, the same state reads at the same place
+        limits = [ax.get_xlim() for ax in axes]
+        for ax in axes:
+            ax.set_xlim(min(low for low, _ in limits), max(high for _, high in limits))
     axes[0].set_ylabel(ylabel)
     if note:
         figure.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))  # type: ignore[union-attr,call-arg]

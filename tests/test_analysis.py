@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from longrange.experiments.report import frontier
 from longrange.experiments.report.analysis import (
     Job,
     _parse,
@@ -167,6 +168,38 @@ def test_the_frontier_draws_one_line_per_family_and_tells_holding_from_learning(
     assert "| 34,000 | 2 | 0.195 ± 0.064 | 0/2 | did not learn ‡ (its cache holds every token)" in text
     assert "| deltanet [mixed] | 2,176 | 1,664 | 208 .. 272 |" in text  # smallest state >= 0.9, per pair
     assert "| gru [mixed] | not reached | none measured | – |" in text  # its only point did not learn
+
+
+def test_a_frontier_at_two_pair_counts_draws_a_panel_each_with_one_legend(tmp_path: Path) -> None:
+    """Sweeps at 8 and 16 pairs reported together (one parent folder): a panel per pair count, over the
+    same x range, each family under one name and colour in both, and one legend for the figure."""
+    for pairs, accuracies in ((8, (1.0, 0.9, 0.3)), (16, (0.95, 0.5, 0.1))):
+        for heads, state, acc in zip((2, 8, 16), (5248, 2176, 1664), accuracies, strict=True):
+            write_job(tmp_path / f"p{pairs}", f"d{heads}", "deltanet", [32, 64], {32: acc, 64: acc},
+                      state=state, knobs={"num_heads": heads}, data={"num_pairs": pairs})  # fmt: skip
+        write_job(tmp_path / f"p{pairs}", "a64", "attention", [32, 64], {32: 1.0, 64: 1.0},
+                  state=20992 + pairs, knobs={"width": 64}, data={"num_pairs": pairs})  # fmt: skip
+        write_job(tmp_path / f"p{pairs}", "bag", "bag", [32, 64], {32: 0.1, 64: 0.1}, state=65,
+                  data={"num_pairs": pairs})  # fmt: skip
+    jobs = load_jobs(tmp_path)
+    label_series(jobs)
+    _, drawn = frontier.section(jobs, 0.9, None, "")
+    axes = [ax for ax in drawn.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == [
+        "8 pairs to hold (mixed distances)",
+        "16 pairs to hold (mixed distances)",
+    ]
+    assert axes[0].get_xlim() == axes[1].get_xlim()
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in axes]
+    assert colours[0]["deltanet"] == colours[1]["deltanet"] and "attention" in colours[1]
+    legends = [ax.get_legend() for ax in axes]
+    assert legends[0] is None and legends[1] is not None
+    labels = [text.get_text() for text in legends[1].get_texts()]
+    assert (
+        sorted(labels)
+        == sorted(set(labels))
+        == ["attention", "chance", "deltanet", "order-free baseline (bag)"]
+    )
 
 
 def imported_by(*packages: str) -> set[str]:

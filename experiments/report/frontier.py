@@ -180,21 +180,28 @@ def section(jobs: list[Job], threshold: float, select: str | None, note: str) ->
 
 
 def figure(found: list[Point], jobs: list[Job], threshold: float, note: str) -> Any:
-    """One panel per regime: a line per family against log state, the baseline and chance as lines."""
+    """One panel per regime and number of items held (8 and 16 pairs side by side, a family in one colour
+    in both): a line per family against log state, attention dashed, the baseline and chance as lines."""
     chance = [j.result["chance"] for j in jobs if j.result.get("chance")]
+    several = len({p.items for p in found}) > 1
     panels = []
-    for regime in dict.fromkeys(p.regime for p in found):
+    for regime, items in sorted(
+        dict.fromkeys((p.regime, p.items) for p in found), key=lambda k: (k[0], k[1] or 0)
+    ):
         families: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
         hlines: dict[str, float] = {"chance": statistics.fmean(chance)} if chance else {}
         for p in found:
-            if p.regime != regime:
+            if (p.regime, p.items) != (regime, items):
                 continue
-            if p.family.split(" ")[0] == BASELINE:
-                hlines[f"order-free baseline ({p.family})"] = p.cell.mean
+            family = without(p.family, "data.num_pairs") if several else p.family  # the panel names it
+            if family.split(" ")[0] == BASELINE:
+                hlines[f"order-free baseline ({family})"] = p.cell.mean
                 continue
-            families[p.family][p.state] = (p.cell.mean, p.cell.ci95)
+            families[family][p.state] = (p.cell.mean, p.cell.ci95)
         lines = [figures.Line(name, xy, name.split(" ")[0] == CONTROL) for name, xy in families.items()]
         title = f"{regime}: {REGIME_TITLES[regime]}"
+        if several:
+            title = f"{items} pairs to hold ({regime} distances)"
         panels.append(figures.Panel(title, lines, hlines=hlines))
     return figures.lines_figure(
         panels, "state size (floats carried from one position to the next, log scale)",
