@@ -202,6 +202,19 @@ def test_a_frontier_at_two_pair_counts_draws_a_panel_each_with_one_legend(tmp_pa
     )
 
 
+def test_the_control_of_a_point_trained_longer_is_attention_trained_as_long(tmp_path: Path) -> None:
+    """16 pairs: attention did not learn in 1000 steps and did in 3000, so DeltaNet failing at 1000 steps
+    did not learn, and failing at 3000 steps cannot hold."""
+    for steps, attention in ((1000, 0.6), (3000, 1.0)):
+        for model, acc, state in (("attention", attention, 25088), ("deltanet", 0.5, 1664)):
+            write_job(tmp_path, f"{model}{steps}", model, [32, 64], {32: acc, 64: acc}, state=state,
+                      data={"num_pairs": 16}, trainer={"max_steps": steps})  # fmt: skip
+    text = report(tmp_path)["markdown"].read_text()
+    row = "| deltanet max_steps={0} | deltanet max_steps={0} | 1,664 | 1,000 | 1 | 0.500 | 0/1 | {1} |"
+    assert row.format(1000, "did not learn ‡ (attention at 1k parameters: 0.600)") in text
+    assert row.format(3000, "cannot hold (attention at 1k parameters: 1.000)") in text
+
+
 def imported_by(*packages: str) -> set[str]:
     """The modules a fresh interpreter holds after importing every module of ``packages``."""
     code = (

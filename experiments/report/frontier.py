@@ -9,9 +9,9 @@ family, the smallest state measured at the threshold, and the figure ``accuracy_
   has its own rate): ``deltanet num_heads=8 lr=0.01 (selected on validation)`` is a point of ``deltanet``.
 * The **control**: a point below the threshold is a *holding* failure only if attention, whose cache holds
   every token, reaches the threshold with about as many parameters (the attention point of the sweep on
-  the same task, ``data.*`` alike, whose parameter count is nearest). Where that attention fails too,
-  the point is marked :data:`LEARNING`: the budget or the size did not let the model *learn* the task,
-  whatever its state.
+  the same task, ``data.*`` alike, for as many steps, whose parameter count is nearest). Where that
+  attention fails too, the point is marked :data:`LEARNING`: the budget or the size did not let the model
+  *learn* the task, whatever its state.
 * **Floats per item**: the smallest state at the threshold divided by the items held (``data.num_pairs``),
   given as the bracket between the largest state below the threshold and the smallest at it, because the
   state is measured only at the sweep's points; a point that did not learn bounds nothing.
@@ -30,6 +30,7 @@ from longrange.experiments.report.analysis import BASELINE, REGIME_TITLES, Cell,
 
 CONTROL = "attention"  # the model whose cache holds every token
 LEARNING = "‡"  # marks a point where attention with about as many parameters fails too
+TASK = ("data.", "trainer.max_steps")  # a control ran the same task for as many steps
 
 
 def state_knobs(jobs: list[Job]) -> list[str]:
@@ -61,7 +62,7 @@ class Point:
     state: int
     items: int | None
     cell: Cell
-    task: tuple = ()  # the data.* config: a control must have run the same task
+    task: tuple = ()  # the data.* config and the steps: a control must have run the same task as long
 
     @property
     def parameters(self) -> int:
@@ -71,7 +72,7 @@ class Point:
 def points(jobs: list[Job], knobs: list[str], select: str | None) -> list[Point]:
     """Every (regime, series) of the sweep as a point of its family, by family then state."""
     hidden = [*knobs, *([select] if select else [])]
-    shared = set.intersection(*({k for k in j.config if k.startswith("data.")} for j in jobs))  # keys that
+    shared = set.intersection(*({k for k in j.config if k.startswith(TASK)} for j in jobs))  # keys that
     # only newer results have (added since, the older ones ran their default) do not tell tasks apart
 
     def key(job: Job) -> tuple:
