@@ -293,7 +293,7 @@ def lines_figure(
     if log_x and not data_ticks:  # side by side, the same state reads at the same place
         limits = [ax.get_xlim() for ax in axes]
         for ax in axes:
-            ax.set_xlim(min(low for low, _ in limits), max(high for _, high in limits))
+            ax.set_xlim(min(low for low, _ in limits) / 1.2, max(high for _, high in limits) * 1.2)  # margin
     axes[0].set_ylabel(ylabel)
     if note:
         figure.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))  # type: ignore[union-attr,call-arg]
