@@ -186,9 +186,7 @@ def figure(found: list[Point], jobs: list[Job], threshold: float, note: str) -> 
     chance = [j.result["chance"] for j in jobs if j.result.get("chance")]
     several = len({p.items for p in found}) > 1
     panels = []
-    for regime, items in sorted(
-        dict.fromkeys((p.regime, p.items) for p in found), key=lambda k: (k[0], k[1] or 0)
-    ):
+    for regime, items in sorted({(p.regime, p.items) for p in found}, key=lambda k: (k[0], k[1] or 0)):
         families: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
         hlines: dict[str, float] = {"chance": statistics.fmean(chance)} if chance else {}
         for p in found:
